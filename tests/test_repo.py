@@ -1,0 +1,265 @@
+"""Checks on the repository itself: configuration, notebooks, dependencies, lint."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+RUNTIME_DEPS = {"torch", "numpy", "matplotlib", "tqdm"}
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ;@]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def _toc_files(node) -> list[str]:
+    files = []
+    if isinstance(node, dict):
+        if "file" in node:
+            files.append(node["file"])
+        if "root" in node:
+            files.append(node["root"])
+        for value in node.values():
+            files.extend(_toc_files(value))
+    elif isinstance(node, list):
+        for item in node:
+            files.extend(_toc_files(item))
+    return files
+
+
+def _notebook(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _source(cell: dict) -> str:
+    src = cell["source"]
+    return "".join(src) if isinstance(src, list) else src
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 3, "Part I has three chapters"
+
+
+# --- dependencies ----------------------------------------------------------------------
+
+
+def test_runtime_dependencies_are_only_the_four():
+    names = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
+    assert names == RUNTIME_DEPS
+
+
+def test_jupyter_book_is_pinned_below_2():
+    book = PYPROJECT["project"]["optional-dependencies"]["book"]
+    jb = [r for r in book if _name(r) == "jupyter-book"]
+    assert jb and "<2" in jb[0] and ">=1.0.4.post1" in jb[0]
+
+
+def test_environment_yml_matches_pyproject():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    env_reqs = {r.replace(" ", "") for r in pip_section if not r.startswith("-e")}
+    project = PYPROJECT["project"]
+    wanted = set(project["dependencies"])
+    for extra in ("book", "test"):
+        wanted |= set(project["optional-dependencies"][extra])
+    assert env_reqs == {r.replace(" ", "") for r in wanted}
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+    assert python.replace("python", "") == project["requires-python"]
+
+
+def test_package_imports_only_its_dependencies():
+    """normtut imports nothing beyond the stdlib, its four dependencies and itself.
+
+    Optional imports guarded by ``try/except ImportError`` (IPython, myst_nb, ipywidgets) are
+    allowed; chapters, tests and ``normtut.grading`` are never imported by the package.
+    """
+    allowed = RUNTIME_DEPS | {"normtut"} | set(sys.stdlib_module_names)
+    optional = {"IPython", "myst_nb", "ipywidgets"}
+    for path in sorted((ROOT / "normtut").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods = [node.module]
+            else:
+                continue
+            for mod in mods:
+                top = mod.split(".")[0]
+                assert top in allowed | optional, f"{path.name} imports {mod}"
+                assert mod != "normtut.grading" or path.name == "grading.py", path.name
+                assert top not in {"tests", "chapters"}, f"{path.name} imports {mod}"
+
+
+# --- book configuration ----------------------------------------------------------------
+
+
+def test_toc_lists_every_chapter_and_every_file_exists():
+    files = _toc_files(TOC)
+    for f in files:
+        assert (ROOT / f).with_suffix(".ipynb").exists() or (ROOT / f).with_suffix(
+            ".md"
+        ).exists(), f
+    listed = {f for f in files if f.startswith("chapters/")}
+    assert listed == {f"chapters/{p.stem}" for p in CHAPTERS}
+
+
+def test_chapter_names_are_numbered_in_reading_order():
+    files = [f for f in _toc_files(TOC) if f.startswith("chapters/")]
+    numbers = [int(Path(f).name.split("_")[0]) for f in files]
+    assert numbers == sorted(numbers) == list(range(1, len(files) + 1))
+
+
+def test_config_essentials():
+    assert CONFIG["author"] == "normtut contributors"
+    assert CONFIG["only_build_toc_files"] is True
+    ex = CONFIG["execute"]
+    assert ex["raise_on_error"] is True and ex["allow_errors"] is False
+    assert ex["timeout"] > 0
+    assert ex["execute_notebooks"] == "cache"
+    assert "sphinx_exercise" in CONFIG["sphinx"]["extra_extensions"]
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    for excluded in ("_build", ".venv", "normtut"):
+        assert excluded in CONFIG["exclude_patterns"]
+    # MathJax served from the site itself
+    sphinx = CONFIG["sphinx"]["config"]
+    assert not sphinx["mathjax_path"].startswith(("http:", "https:", "//"))
+
+
+REQUIRED_REFERENCES = [
+    ("Ioffe", 2015), ("Santurkar", 2018), ("Ba", 2016), ("Wu", 2018), ("Zhang", 2019),
+    ("Salimans", 2016), ("Miyato", 2018), ("Lezcano-Casado", 2019), ("Glorot", 2010),
+    ("He", 2015), ("Duchi", 2011), ("Tieleman", 2012), ("Kingma", 2015), ("Loshchilov", 2019),
+    ("Reddi", 2018), ("Sutskever", 2013),
+]  # fmt: skip
+
+
+def _bib_entries() -> dict[str, str]:
+    text = (ROOT / "book" / "references.bib").read_text()
+    entries = {}
+    for m in re.finditer(r"@\w+\{([^,]+),(.*?)\n\}", text, flags=re.S):
+        entries[m.group(1).strip()] = m.group(2)
+    return entries
+
+
+@pytest.mark.parametrize("author,year", REQUIRED_REFERENCES)
+def test_references_bib_has_the_original_papers(author, year):
+    entries = _bib_entries()
+    hits = [
+        key
+        for key, body in entries.items()
+        if re.search(r"author\s*=\s*\{\s*" + re.escape(author), body)
+        and re.search(r"year\s*=\s*\{" + str(year), body)
+    ]
+    assert hits, f"no entry with first author {author} ({year})"
+
+
+def test_every_citation_resolves():
+    keys = set(_bib_entries())
+    cited = set()
+    for path in CHAPTERS + sorted((ROOT / "book").glob("*.md")):
+        text = path.read_text()
+        for m in re.finditer(r"\{cite(?::\w+)?\}`([^`]+)`", text):
+            cited |= {k.strip() for k in m.group(1).split(",")}
+    assert cited, "the chapters cite their papers"
+    assert cited <= keys, f"unknown keys: {sorted(cited - keys)}"
+
+
+# --- chapters --------------------------------------------------------------------------
+
+
+def _colab_spec() -> str:
+    repo = CONFIG["repository"]
+    return f"normtut @ git+{repo['url']}@{repo['branch']}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_first_cell_installs_normtut_only_on_colab(path):
+    first = _notebook(path)["cells"][0]
+    src = _source(first)
+    assert first["cell_type"] == "code"
+    assert _colab_spec() in src, "the Colab cell must use the repository URL from _config.yml"
+    assert 'if "google.colab" in sys.modules:' in src
+    # the install is inside the Colab guard: executing the cell here installs nothing
+    tree = ast.parse(src)
+    guarded = [n for n in tree.body if isinstance(n, ast.If)]
+    assert guarded and "pip" in ast.unparse(guarded[0].body[-1])
+    assert all(not isinstance(n, ast.Expr) for n in tree.body), "no unguarded call"
+    assert "remove-cell" in first.get("metadata", {}).get("tags", [])
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_carries_colab_gpu_metadata(path):
+    meta = _notebook(path)["metadata"]
+    assert meta.get("accelerator") == "GPU"
+    assert meta.get("colab", {}).get("gpuType")
+    assert meta["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_follows_the_checklist(path):
+    cells = _notebook(path)["cells"]
+    markdown = "\n".join(_source(c) for c in cells if c["cell_type"] == "markdown")
+    code = "\n".join(_source(c) for c in cells if c["cell_type"] == "code")
+    assert re.search(r"^# ", markdown, flags=re.M), "a title"
+    assert "you will be able to" in markdown.lower(), "opens with learning goals"
+    assert re.search(r"^## Summary", markdown, flags=re.M)
+    assert re.search(r"^## Exercises", markdown, flags=re.M)
+    exercises = re.findall(r"\{exercise\}", markdown)
+    solutions = re.findall(r"\{solution(?:-start)?\}", markdown)
+    assert len(exercises) >= 5 and len(solutions) >= len(exercises)
+    assert "$$" in markdown, "states the math"
+    assert "{cite:" in markdown, "cites its papers"
+    assert re.search(r"```\{(warning|note|tip|important|caution)\}", markdown), "pitfalls"
+    assert "set_seed(" in code and "try_gpu(" in code
+    assert code.count("assert ") >= 5
+    assert code.count("plt.show()") + code.count("nplot.") >= 2, "at least two figures"
+
+
+def test_exercise_labels_are_unique_across_the_book():
+    labels = []
+    for path in CHAPTERS:
+        for cell in _notebook(path)["cells"]:
+            if cell["cell_type"] == "markdown":
+                labels += re.findall(r"\{exercise\}.*?\n:label: (\S+)", _source(cell), re.S)
+    assert labels and len(labels) == len(set(labels))
+
+
+def test_notebooks_in_git_have_no_outputs():
+    notebooks = [p for p in ROOT.rglob("*.ipynb") if not {".venv", "_build"} & set(p.parts)]
+    assert notebooks
+    for path in notebooks:
+        for cell in _notebook(path)["cells"]:
+            if cell["cell_type"] == "code":
+                assert cell["outputs"] == [], f"{path.name} has outputs"
+                assert cell["execution_count"] is None, f"{path.name} has execution counts"
+
+
+def test_ruff_is_clean_on_package_tests_and_notebooks():
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert ruff, "ruff is part of the test extra"
+    result = subprocess.run(
+        [ruff, "check", "normtut", "tests", "chapters"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gitignore_keeps_build_products_out():
+    ignored = (ROOT / ".gitignore").read_text().split()
+    for entry in ("_build/", ".venv/", "book/_static/mathjax/"):
+        assert entry in ignored
