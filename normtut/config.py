@@ -53,7 +53,10 @@ def is_quick() -> bool:
 
 
 def quick_or_full(quick: Any, full: Any) -> Any:
-    """Pick ``quick`` in quick mode and ``full`` otherwise (e.g. ``num_epochs = quick_or_full(1, 10)``)."""
+    """Pick ``quick`` in quick mode and ``full`` otherwise.
+
+    Example: ``num_epochs = quick_or_full(1, 10)``.
+    """
     return quick if is_quick() else full
 
 
@@ -90,7 +93,7 @@ def set_seed(seed: int = 0, *, deterministic: bool = False) -> torch.Generator:
     Returns a ``torch.Generator`` seeded with ``seed`` for code that wants its own stream.
     """
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the global state chapters may use
     torch.manual_seed(seed)  # also seeds every CUDA device
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

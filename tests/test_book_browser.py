@@ -124,7 +124,7 @@ def test_page_renders(site, browser, page):
         tab.evaluate("MathJax.startup.promise")
         assert tab.evaluate("document.querySelectorAll('mjx-container').length") >= has_math
         assert tab.evaluate("document.querySelectorAll('mjx-merror').length") == 0
-    text = tab.evaluate("document.querySelector('main') ? document.querySelector('main').innerText : ''")
+    text = tab.evaluate("(document.querySelector('main') || document.body).innerText")
     assert text.strip(), f"{page}: empty main content"
     for raw in ("$$", "\\(", "\\["):
         assert raw not in _prose(tab), f"{page}: raw TeX {raw!r} left in the text"
@@ -153,7 +153,8 @@ def test_page_renders(site, browser, page):
     assert not console_errors, f"{page}: JavaScript errors: {console_errors}"
 
     SHOTS.mkdir(parents=True, exist_ok=True)
-    tab.screenshot(path=str(SHOTS / (page.replace("/", "__").replace(".html", ".png"))), full_page=True)
+    shot = SHOTS / page.replace("/", "__").replace(".html", ".png")
+    tab.screenshot(path=str(shot), full_page=True)
     context.close()
 
 
@@ -164,7 +165,8 @@ def _prose(tab) -> str:
         const main = document.querySelector('main');
         if (!main) return '';
         const clone = main.cloneNode(true);
-        clone.querySelectorAll('pre, code, .highlight, mjx-container, script').forEach(e => e.remove());
+        clone.querySelectorAll('pre, code, .highlight, mjx-container, script')
+             .forEach(e => e.remove());
         return clone.innerText;
     }"""
     )

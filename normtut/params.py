@@ -1,0 +1,498 @@
+"""Inspecting the parameters of a model: names, shapes, counts, ties and gradients.
+
+The helpers in this module answer the questions the first chapters keep asking:
+
+- :func:`param_table` -- which tensors does a module hold, under which names, with which
+  shape, dtype and device, and which names are the *very same* tensor (tied)?
+- :func:`tied_parameters` -- the groups of names that refer to one ``nn.Parameter`` object;
+- :func:`count_parameters` -- how many scalars does the model learn, counting each tied
+  tensor once (what the optimizer sees) or once per name (what ``state_dict`` stores);
+- :func:`grad_stats` -- per-parameter gradient norm, mean, std and max-abs after a backward
+  pass, with ``none`` for parameters whose ``.grad`` is still ``None``;
+- :func:`snapshot` and :func:`update_ratio` -- the update:data ratio
+  :math:`\\lVert \\theta_{t+1} - \\theta_t \\rVert / \\lVert \\theta_t \\rVert` per parameter, a
+  quick health check of a learning rate (Karpathy's makemore lectures; CS231n).
+
+Sharing is decided by object identity (``a is b``), never by equal values: two layers that
+happen to hold equal numbers are *copies*, they receive separate gradients and drift apart
+as soon as they are trained.
+
+Example::
+
+    >>> from torch import nn
+    >>> shared = nn.Linear(4, 4)
+    >>> net = nn.Sequential(shared, nn.ReLU(), shared)
+    >>> tied_parameters(net)
+    [['0.weight', '2.weight'], ['0.bias', '2.bias']]
+    >>> count_parameters(net), count_parameters(net, unique=False)
+    (20, 40)
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parameter import UninitializedTensorMixin
+
+__all__ = [
+    "ParamRow",
+    "ParamTable",
+    "GradRow",
+    "GradTable",
+    "param_table",
+    "tied_parameters",
+    "count_parameters",
+    "grad_stats",
+    "snapshot",
+    "update_ratio",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Small rendering helpers shared by the two tables
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt_shape(shape: tuple[int, ...] | None) -> str:
+    if shape is None:
+        return "uninitialized"
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _fmt_dtype(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _fmt_float(x: float | None) -> str:
+    return "none" if x is None else f"{x:.3e}"
+
+
+def _text_table(
+    header: Sequence[str], body: Sequence[Sequence[str]], footer: str, right: Sequence[bool]
+) -> str:
+    """Aligned plain-text table: ``right[i]`` right-aligns column ``i``; a footer line below."""
+    widths = [len(h) for h in header]
+    for row in body:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        ]
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in body), rule, footer])
+
+
+def _html_table(header: Sequence[str], body: Sequence[Sequence[str]], footer: str) -> str:
+    esc = html.escape
+    head = "".join(f"<th style='text-align:left'>{esc(h)}</th>" for h in header)
+    rows = "".join(
+        "<tr>" + "".join(f"<td><code>{esc(c)}</code></td>" for c in row) + "</tr>" for row in body
+    )
+    return (
+        "<table class='normtut-table'>"
+        f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody>"
+        f"<tfoot><tr><td colspan='{len(header)}'>{esc(footer)}</td></tr></tfoot>"
+        "</table>"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter table
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamRow:
+    """One named tensor of a module.
+
+    ``shape`` is ``None`` and ``numel`` is ``0`` for a lazy module's parameter that has not
+    been materialized yet (``nn.LazyLinear`` before its first forward pass).
+    ``shared_with`` lists the *other* names under which the very same tensor object appears.
+    """
+
+    name: str
+    shape: tuple[int, ...] | None
+    numel: int
+    dtype: str
+    device: str
+    requires_grad: bool
+    kind: str  # "param" or "buffer"
+    shared_with: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def initialized(self) -> bool:
+        return self.shape is not None
+
+
+class ParamTable:
+    """What :func:`param_table` returns: rows plus totals, printable as text or HTML.
+
+    Totals count every *unique* tensor once: ``total`` is the number of scalars stored in
+    memory (parameters and, if included, buffers), ``total_params`` the learnable ones.
+    ``duplicates`` is how many entries repeat a tensor already listed under another name.
+    """
+
+    columns = ("name", "shape", "numel", "dtype", "device", "grad", "kind", "shared with")
+    _right = (False, False, True, False, False, False, False, False)
+
+    def __init__(self, rows: Sequence[ParamRow]):
+        self.rows: list[ParamRow] = list(rows)
+        firsts = self._first_entries()
+        self.total: int = sum(r.numel for r in firsts)
+        self.total_params: int = sum(r.numel for r in firsts if r.kind == "param")
+        self.total_buffers: int = sum(r.numel for r in firsts if r.kind == "buffer")
+        self.trainable: int = sum(r.numel for r in firsts if r.kind == "param" and r.requires_grad)
+        self.n_unique: int = len(firsts)
+        self.duplicates: int = len(self.rows) - len(firsts)
+        self.uninitialized: int = sum(not r.initialized for r in self.rows)
+
+    def _first_entries(self) -> list[ParamRow]:
+        seen: set[str] = set()
+        firsts = []
+        for r in self.rows:
+            if r.name in seen:
+                continue
+            firsts.append(r)
+            seen.update(r.shared_with)
+        return firsts
+
+    # -- container protocol, for tests and loops --------------------------------------------
+    def __iter__(self) -> Iterator[ParamRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, name: str) -> ParamRow:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"no parameter or buffer named {name!r}; names: {self.names}")
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.rows]
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{name: {"shape": ..., "numel": ..., ...}}`` in table order."""
+        out = {}
+        for r in self.rows:
+            d = asdict(r)
+            d.pop("name")
+            out[r.name] = d
+        return out
+
+    # -- rendering ---------------------------------------------------------------------------
+    def _body(self) -> list[list[str]]:
+        return [
+            [
+                r.name,
+                _fmt_shape(r.shape),
+                f"{r.numel:,}",
+                r.dtype,
+                r.device,
+                "yes" if r.requires_grad else "no",
+                r.kind,
+                ", ".join(r.shared_with) or "-",
+            ]
+            for r in self.rows
+        ]
+
+    def footer(self) -> str:
+        """The total line: unique scalars, tensors, and how many entries are tied duplicates."""
+        parts = [f"total: {self.total:,} scalars in {self.n_unique} unique tensors"]
+        if self.total_buffers:
+            parts.append(f"{self.total_params:,} in parameters, {self.total_buffers:,} in buffers")
+        if self.trainable != self.total_params:
+            parts.append(f"{self.trainable:,} trainable")
+        dup = "entry is a tied duplicate" if self.duplicates == 1 else "entries are tied duplicates"
+        parts.append(f"{self.duplicates} {dup}")
+        if self.uninitialized:
+            parts.append(f"{self.uninitialized} uninitialized (lazy) not counted")
+        return "; ".join(parts)
+
+    def __str__(self) -> str:
+        return _text_table(self.columns, self._body(), self.footer(), self._right)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        return _html_table(self.columns, self._body(), self.footer())
+
+
+def _identity_groups(named: Sequence[tuple[str, torch.Tensor]]) -> dict[str, tuple[str, ...]]:
+    """For each name, the other names bound to the same tensor object."""
+    by_id: dict[int, list[str]] = {}
+    for name, t in named:
+        by_id.setdefault(id(t), []).append(name)
+    return {name: tuple(n for n in by_id[id(t)] if n != name) for name, t in named}
+
+
+def _row(name: str, t: torch.Tensor, kind: str, shared_with: tuple[str, ...]) -> ParamRow:
+    lazy = isinstance(t, UninitializedTensorMixin)
+    return ParamRow(
+        name=name,
+        shape=None if lazy else tuple(t.shape),
+        numel=0 if lazy else t.numel(),
+        dtype=_fmt_dtype(t.dtype),
+        device=str(t.device),
+        requires_grad=bool(t.requires_grad),
+        kind=kind,
+        shared_with=shared_with,
+    )
+
+
+def param_table(module: nn.Module, *, include_buffers: bool = False) -> ParamTable:
+    """Tabulate every named parameter of ``module`` (and its buffers if asked).
+
+    One row per entry of ``module.named_parameters(remove_duplicate=False)`` -- so a tied
+    tensor appears once under each of its names, as in ``state_dict()`` -- followed, with
+    ``include_buffers=True``, by one row per ``named_buffers(remove_duplicate=False)``.
+    ``shared_with`` names the other entries that are the *same object* (``is``); the total
+    line counts each tensor once and says how many entries are such duplicates.
+
+    In a notebook the table renders as HTML; ``print(table)`` gives aligned text.
+
+    Example::
+
+        >>> t = param_table(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)), include_buffers=True)
+        >>> t.total_params, t["0.weight"].shape
+        (12, (2, 3))
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"param_table expects an nn.Module, got {type(module).__name__}")
+    named: list[tuple[str, torch.Tensor]] = list(module.named_parameters(remove_duplicate=False))
+    n_params = len(named)
+    if include_buffers:
+        named += [(n, b) for n, b in module.named_buffers(remove_duplicate=False) if b is not None]
+    shared = _identity_groups(named)
+    rows = [
+        _row(name, t, "param" if i < n_params else "buffer", shared[name])
+        for i, (name, t) in enumerate(named)
+    ]
+    return ParamTable(rows)
+
+
+def tied_parameters(module: nn.Module) -> list[list[str]]:
+    """Groups of parameter names that are bound to one and the same ``nn.Parameter``.
+
+    Only identity counts (``a is b``): two parameters with equal values, or a parameter and
+    a fresh ``nn.Parameter`` wrapping the same storage, are *not* tied -- autograd gives them
+    separate gradients. Groups and the names inside them come in registration order; names
+    that are not shared do not appear.
+
+    Example::
+
+        >>> emb = nn.Embedding(10, 4)
+        >>> dec = nn.Linear(4, 10, bias=False)
+        >>> dec.weight = emb.weight
+        >>> tied_parameters(nn.ModuleDict({"emb": emb, "dec": dec}))
+        [['emb.weight', 'dec.weight']]
+    """
+    groups: dict[int, list[str]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def count_parameters(
+    module: nn.Module, *, unique: bool = True, trainable_only: bool = False
+) -> int:
+    """Number of learnable scalars in ``module``.
+
+    With ``unique=True`` (default) a tied parameter counts once; this equals
+    ``sum(p.numel() for p in module.parameters())`` and is what an optimizer updates. With
+    ``unique=False`` it counts once per name, as the entries of ``state_dict()`` do.
+    ``trainable_only=True`` skips parameters with ``requires_grad=False``.
+
+    Raises ``ValueError`` for a lazy module that has not run a forward pass yet: its
+    parameters have no shape, so there is nothing to count.
+    """
+    lazy = [
+        n
+        for n, p in module.named_parameters(remove_duplicate=False)
+        if isinstance(p, UninitializedTensorMixin)
+    ]
+    if lazy:
+        raise ValueError(
+            f"cannot count the parameters of {type(module).__name__}: {lazy} are "
+            "uninitialized (lazy); run one forward pass first"
+        )
+    params = module.named_parameters(remove_duplicate=unique)
+    return sum(p.numel() for _, p in params if p.requires_grad or not trainable_only)
+
+
+# --------------------------------------------------------------------------------------------
+# Gradient statistics
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GradRow:
+    """Gradient statistics of one parameter; every statistic is ``None`` when ``.grad`` is."""
+
+    name: str
+    shape: tuple[int, ...] | None
+    requires_grad: bool
+    norm: float | None
+    mean: float | None
+    std: float | None
+    max_abs: float | None
+    shared_with: tuple[str, ...] = ()
+
+    @property
+    def has_grad(self) -> bool:
+        return self.norm is not None
+
+
+class GradTable:
+    """What :func:`grad_stats` returns: one :class:`GradRow` per unique parameter."""
+
+    columns = ("name", "shape", "grad norm", "mean", "std", "max |g|")
+    _right = (False, False, True, True, True, True)
+
+    def __init__(self, rows: Sequence[GradRow]):
+        self.rows: list[GradRow] = list(rows)
+
+    def __iter__(self) -> Iterator[GradRow]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, name: str) -> GradRow:
+        for r in self.rows:
+            if r.name == name or name in r.shared_with:
+                return r
+        raise KeyError(f"no parameter named {name!r}; names: {self.names}")
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.rows]
+
+    def norms(self) -> dict[str, float | None]:
+        """``{name: gradient norm or None}``, handy for a bar chart."""
+        return {r.name: r.norm for r in self.rows}
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for r in self.rows:
+            d = asdict(r)
+            d.pop("name")
+            out[r.name] = d
+        return out
+
+    def footer(self) -> str:
+        with_grad = [r for r in self.rows if r.has_grad]
+        if not with_grad:
+            return f"no gradients yet: all {len(self.rows)} parameters have .grad None"
+        total = math.sqrt(sum(r.norm**2 for r in with_grad))
+        missing = len(self.rows) - len(with_grad)
+        return f"global grad norm {total:.3e} over {len(with_grad)} parameters" + (
+            f"; {missing} with .grad None" if missing else ""
+        )
+
+    def _body(self) -> list[list[str]]:
+        return [
+            [
+                r.name + (f" (= {', '.join(r.shared_with)})" if r.shared_with else ""),
+                _fmt_shape(r.shape),
+                _fmt_float(r.norm),
+                _fmt_float(r.mean),
+                _fmt_float(r.std),
+                _fmt_float(r.max_abs),
+            ]
+            for r in self.rows
+        ]
+
+    def __str__(self) -> str:
+        return _text_table(self.columns, self._body(), self.footer(), self._right)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        return _html_table(self.columns, self._body(), self.footer())
+
+
+def grad_stats(module: nn.Module) -> GradTable:
+    """Per-parameter gradient statistics: L2 norm, mean, std and max absolute value.
+
+    A tied parameter has one ``.grad`` (the sum over its uses), so it is listed once, under
+    its first name, with its other names in ``shared_with``. Parameters whose ``.grad`` is
+    ``None`` -- before the first ``backward()``, after ``zero_grad(set_to_none=True)``, or
+    frozen ones -- get ``None`` statistics, rendered as ``none``. The std is the population
+    std (``correction=0``), defined for one-element gradients too.
+    """
+    aliases: dict[int, list[str]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(p), []).append(name)
+    rows = []
+    for name, p in module.named_parameters():
+        others = tuple(n for n in aliases[id(p)] if n != name)
+        shape = None if isinstance(p, UninitializedTensorMixin) else tuple(p.shape)
+        g = p.grad
+        if g is None:
+            rows.append(GradRow(name, shape, p.requires_grad, None, None, None, None, others))
+            continue
+        g = g.detach().to(torch.float64)
+        rows.append(
+            GradRow(
+                name=name,
+                shape=shape,
+                requires_grad=p.requires_grad,
+                norm=g.norm().item(),
+                mean=g.mean().item(),
+                std=g.std(correction=0).item(),
+                max_abs=g.abs().max().item(),
+                shared_with=others,
+            )
+        )
+    return GradTable(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Update:data ratio
+# --------------------------------------------------------------------------------------------
+
+
+def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of every (unique) parameter, to compare with after an optimizer step."""
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def update_ratio(
+    before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor] | nn.Module
+) -> dict[str, float]:
+    """Relative size of a parameter update, per parameter.
+
+    .. math:: r = \\frac{\\lVert \\theta_{\\text{after}} - \\theta_{\\text{before}} \\rVert_2}
+                        {\\lVert \\theta_{\\text{before}} \\rVert_2}
+
+    ``before`` is a :func:`snapshot`; ``after`` is a later snapshot or the module itself.
+    A ratio around ``1e-3`` per step is the usual rule of thumb for SGD-like training; far
+    below, learning stalls, far above, it is unstable. A parameter that was exactly zero
+    gives ``inf`` if it moved and ``0.0`` if it did not.
+    """
+    current = dict(after.named_parameters()) if isinstance(after, nn.Module) else dict(after)
+    missing = sorted(set(before) - set(current))
+    if missing:
+        raise KeyError(f"update_ratio: {missing} are in `before` but not in `after`")
+    out = {}
+    for name, old in before.items():
+        new = current[name].detach().to(old.device, torch.float64)
+        old64 = old.detach().to(torch.float64)
+        step = (new - old64).norm().item()
+        base = old64.norm().item()
+        out[name] = step / base if base > 0 else (math.inf if step > 0 else 0.0)
+    return out
