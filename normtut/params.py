@@ -93,9 +93,12 @@ def _text_table(
 
 def _html_table(header: Sequence[str], body: Sequence[Sequence[str]], footer: str) -> str:
     esc = html.escape
-    head = "".join(f"<th style='text-align:left'>{esc(h)}</th>" for h in header)
+    # inline styles: the book's theme gives bare tables no cell padding
+    cell = "padding:0.2em 0.9em 0.2em 0;white-space:nowrap;text-align:left"
+    head = "".join(f"<th style='{cell}'>{esc(h)}</th>" for h in header)
     rows = "".join(
-        "<tr>" + "".join(f"<td><code>{esc(c)}</code></td>" for c in row) + "</tr>" for row in body
+        "<tr>" + "".join(f"<td style='{cell}'><code>{esc(c)}</code></td>" for c in row) + "</tr>"
+        for row in body
     )
     return (
         "<table class='normtut-table'>"

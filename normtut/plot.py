@@ -51,7 +51,7 @@ COLORS = [
 _STYLE: dict[str, Any] = {
     "figure.dpi": 100,
     "savefig.dpi": 100,
-    "figure.autolayout": True,
+    "figure.constrained_layout.use": True,
     "font.size": 10,
     "axes.titlesize": 11,
     "axes.labelsize": 10,
@@ -72,8 +72,9 @@ _STYLE: dict[str, Any] = {
 def set_style() -> None:
     """Apply the book's figure style to ``matplotlib.rcParams``.
 
-    Readable font sizes, a light grid, the :data:`COLORS` cycle, tight layout
-    (``figure.autolayout``) and 100 dpi. Idempotent; every plotting function calls it.
+    Readable font sizes, a light grid, the :data:`COLORS` cycle, constrained layout
+    (unlike ``figure.autolayout`` it handles colorbars without a warning) and
+    100 dpi. Idempotent; every plotting function calls it.
     """
     mpl.rcParams.update(_STYLE)
 

@@ -267,3 +267,18 @@ def test_gitignore_keeps_build_products_out():
     ignored = (ROOT / ".gitignore").read_text().split()
     for entry in ("_build/", ".venv/", "book/_static/mathjax/"):
         assert entry in ignored
+
+
+MAX_CODE_LINE = 80  # what the rendered book's content column shows without a scrollbar
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_code_fits_the_page(path):
+    long = [
+        line
+        for cell in _notebook(path)["cells"]
+        if cell["cell_type"] == "code" and "remove-cell" not in cell["metadata"].get("tags", [])
+        for line in _source(cell).splitlines()
+        if len(line) > MAX_CODE_LINE
+    ]
+    assert not long, f"{len(long)} code lines wider than {MAX_CODE_LINE}: {long[:3]}"
