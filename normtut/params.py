@@ -113,6 +113,62 @@ def _html_table(header: Sequence[str], body: Sequence[Sequence[str]], footer: st
 # --------------------------------------------------------------------------------------------
 
 
+class _Table:
+    """What the two tables share: rows, lookup by name, text and HTML rendering."""
+
+    columns: tuple[str, ...] = ()
+    _right: tuple[bool, ...] = ()
+    _what = "entry"
+
+    def __init__(self, rows: Sequence[Any]):
+        self.rows = list(rows)
+
+    # -- container protocol, for tests and loops --------------------------------------------
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _matches(self, row: Any, name: str) -> bool:
+        return row.name == name
+
+    def __getitem__(self, name: str) -> Any:
+        for r in self.rows:
+            if self._matches(r, name):
+                return r
+        raise KeyError(f"no {self._what} named {name!r}; names: {self.names}")
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.rows]
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """``{name: {"shape": ..., ...}}`` in table order."""
+        out = {}
+        for r in self.rows:
+            d = asdict(r)
+            d.pop("name")
+            out[r.name] = d
+        return out
+
+    # -- rendering ---------------------------------------------------------------------------
+    def _body(self) -> list[list[str]]:
+        raise NotImplementedError
+
+    def footer(self) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return _text_table(self.columns, self._body(), self.footer(), self._right)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        return _html_table(self.columns, self._body(), self.footer())
+
+
 @dataclass(frozen=True)
 class ParamRow:
     """One named tensor of a module.
@@ -136,7 +192,7 @@ class ParamRow:
         return self.shape is not None
 
 
-class ParamTable:
+class ParamTable(_Table):
     """What :func:`param_table` returns: rows plus totals, printable as text or HTML.
 
     Totals count every *unique* tensor once: ``total`` is the number of scalars stored in
@@ -148,7 +204,7 @@ class ParamTable:
     _right = (False, False, True, False, False, False, False, False)
 
     def __init__(self, rows: Sequence[ParamRow]):
-        self.rows: list[ParamRow] = list(rows)
+        super().__init__(rows)
         firsts = self._first_entries()
         self.total: int = sum(r.numel for r in firsts)
         self.total_params: int = sum(r.numel for r in firsts if r.kind == "param")
@@ -168,33 +224,8 @@ class ParamTable:
             seen.update(r.shared_with)
         return firsts
 
-    # -- container protocol, for tests and loops --------------------------------------------
-    def __iter__(self) -> Iterator[ParamRow]:
-        return iter(self.rows)
+    _what = "parameter or buffer"
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, name: str) -> ParamRow:
-        for r in self.rows:
-            if r.name == name:
-                return r
-        raise KeyError(f"no parameter or buffer named {name!r}; names: {self.names}")
-
-    @property
-    def names(self) -> list[str]:
-        return [r.name for r in self.rows]
-
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        """``{name: {"shape": ..., "numel": ..., ...}}`` in table order."""
-        out = {}
-        for r in self.rows:
-            d = asdict(r)
-            d.pop("name")
-            out[r.name] = d
-        return out
-
-    # -- rendering ---------------------------------------------------------------------------
     def _body(self) -> list[list[str]]:
         return [
             [
@@ -222,15 +253,6 @@ class ParamTable:
         if self.uninitialized:
             parts.append(f"{self.uninitialized} uninitialized (lazy) not counted")
         return "; ".join(parts)
-
-    def __str__(self) -> str:
-        return _text_table(self.columns, self._body(), self.footer(), self._right)
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_html_(self) -> str:
-        return _html_table(self.columns, self._body(), self.footer())
 
 
 def _identity_groups(named: Sequence[tuple[str, torch.Tensor]]) -> dict[str, tuple[str, ...]]:
@@ -358,42 +380,23 @@ class GradRow:
         return self.norm is not None
 
 
-class GradTable:
+class GradTable(_Table):
     """What :func:`grad_stats` returns: one :class:`GradRow` per unique parameter."""
 
     columns = ("name", "shape", "grad norm", "mean", "std", "max |g|")
     _right = (False, False, True, True, True, True)
 
     def __init__(self, rows: Sequence[GradRow]):
-        self.rows: list[GradRow] = list(rows)
+        super().__init__(rows)
 
-    def __iter__(self) -> Iterator[GradRow]:
-        return iter(self.rows)
+    _what = "parameter"
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, name: str) -> GradRow:
-        for r in self.rows:
-            if r.name == name or name in r.shared_with:
-                return r
-        raise KeyError(f"no parameter named {name!r}; names: {self.names}")
-
-    @property
-    def names(self) -> list[str]:
-        return [r.name for r in self.rows]
+    def _matches(self, row: Any, name: str) -> bool:
+        return row.name == name or name in row.shared_with
 
     def norms(self) -> dict[str, float | None]:
         """``{name: gradient norm or None}``, handy for a bar chart."""
         return {r.name: r.norm for r in self.rows}
-
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        out = {}
-        for r in self.rows:
-            d = asdict(r)
-            d.pop("name")
-            out[r.name] = d
-        return out
 
     def footer(self) -> str:
         with_grad = [r for r in self.rows if r.has_grad]
@@ -417,15 +420,6 @@ class GradTable:
             ]
             for r in self.rows
         ]
-
-    def __str__(self) -> str:
-        return _text_table(self.columns, self._body(), self.footer(), self._right)
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_html_(self) -> str:
-        return _html_table(self.columns, self._body(), self.footer())
 
 
 def grad_stats(module: nn.Module) -> GradTable:

@@ -245,6 +245,21 @@ class LivePlot:
         self.figure.clear()
 
 
+def _finish(
+    ax: Axes, xlabel: str, ylabel: str, title: str | None, logy: bool, *, legend: bool
+) -> Axes:
+    """Labels, title, log scale and legend: what every line plot of the book sets."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title)
+    if logy:
+        ax.set_yscale("log")
+    if legend:
+        ax.legend()
+    return ax
+
+
 def plot_curves(
     x: Sequence[float] | np.ndarray | torch.Tensor,
     ys: Mapping[str, Sequence[float] | np.ndarray | torch.Tensor],
@@ -266,15 +281,7 @@ def plot_curves(
     x_np = _as_numpy(x)
     for name, values in ys.items():
         ax.plot(x_np, _as_numpy(values), label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title is not None:
-        ax.set_title(title)
-    if logy:
-        ax.set_yscale("log")
-    if len(ys) > 1:
-        ax.legend()
-    return ax
+    return _finish(ax, xlabel, ylabel, title, logy, legend=len(ys) > 1)
 
 
 def plot_layer_histograms(
@@ -339,11 +346,4 @@ def plot_layer_stats(
         if logy:
             v = np.where(v > 0, v, np.nan)
         ax.plot(np.arange(1, len(v) + 1), v, label=name, marker="o", markersize=2.5)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    if logy:
-        ax.set_yscale("log")
-    if len(stats) > 1:
-        ax.legend()
-    return ax
+    return _finish(ax, xlabel, ylabel, title, logy, legend=len(stats) > 1)
