@@ -1,0 +1,987 @@
+r"""Normalization layers from scratch: batch, layer, group and RMS normalization.
+
+Every layer here is a drop-in for its ``torch.nn`` twin: the same constructor arguments and
+defaults, the same parameter and buffer names (so ``state_dict`` checkpoints load both ways),
+the same ``extra_repr`` and the same error types for the same bad input.
+
+All four normalize a tensor with statistics taken over some of its axes and then apply a
+learned affine map. With :math:`\mathcal{B}` the set of :math:`m` entries that share
+statistics,
+
+.. math::
+    \mu = \frac{1}{m}\sum_{i\in\mathcal{B}} x_i, \qquad
+    \sigma^2 = \frac{1}{m}\sum_{i\in\mathcal{B}} (x_i-\mu)^2, \qquad
+    \hat{x}_i = \frac{x_i-\mu}{\sqrt{\sigma^2+\epsilon}}, \qquad
+    y_i = \gamma\,\hat{x}_i + \beta .
+
+* **Batch norm** (Ioffe & Szegedy, 2015, "Batch Normalization: Accelerating Deep Network
+  Training by Reducing Internal Covariate Shift"): :math:`\mathcal{B}` = one channel over the
+  batch and every spatial position; at evaluation time running estimates of :math:`\mu` and
+  :math:`\sigma^2` replace the batch statistics. :func:`batch_norm`, :class:`BatchNorm1d`,
+  :class:`BatchNorm2d`, :class:`BatchNorm3d`; the backward pass is derived by hand in
+  :class:`BatchNormFunction`.
+* **Layer norm** (Ba, Kiros & Hinton, 2016, "Layer Normalization"): :math:`\mathcal{B}` = the
+  last ``len(normalized_shape)`` axes of one example. :func:`layer_norm`, :class:`LayerNorm`.
+* **Group norm** (Wu & He, 2018, "Group Normalization"): :math:`\mathcal{B}` = one group of
+  ``C / G`` channels of one example, with every spatial position. :func:`group_norm`,
+  :class:`GroupNorm`.
+* **RMS norm** (Zhang & Sennrich, 2019, "Root Mean Square Layer Normalization"): like layer
+  norm without centring and without :math:`\beta`,
+  :math:`y_i = \gamma_i x_i / \sqrt{\frac{1}{m}\sum_j x_j^2 + \epsilon}`. :func:`rms_norm`,
+  :class:`RMSNorm`.
+
+:func:`update_bn` recomputes the running statistics of a trained network (ours and torch's
+batch norms alike). :func:`lenet` builds the LeNet of *Dive into Deep Learning*'s
+batch-normalization chapter with any batch-norm classes (ours, ``torch.nn``'s, or none).
+
+Example::
+
+    >>> import torch
+    >>> from normtut import normalization as nnorm
+    >>> bn = nnorm.BatchNorm2d(6)
+    >>> bn.load_state_dict(torch.nn.BatchNorm2d(6).state_dict())
+    <All keys matched successfully>
+    >>> bn(torch.randn(8, 6, 4, 4)).shape
+    torch.Size([8, 6, 4, 4])
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+from torch.nn import Parameter
+
+__all__ = [
+    "BatchNormFunction",
+    "batch_norm",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "update_bn",
+    "layer_norm",
+    "LayerNorm",
+    "group_norm",
+    "GroupNorm",
+    "rms_norm",
+    "RMSNorm",
+    "lenet",
+]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+_SCALAR_TYPE_NAMES = {
+    torch.bool: "Bool",
+    torch.uint8: "Byte",
+    torch.int8: "Char",
+    torch.int16: "Short",
+    torch.int32: "Int",
+    torch.int64: "Long",
+    torch.complex64: "ComplexFloat",
+    torch.complex128: "ComplexDouble",
+}
+
+
+# --- shared helpers ------------------------------------------------------------------------
+
+
+def _verify_batch_size(size: Sequence[int]) -> None:
+    """Raise torch's ``ValueError`` when each channel would see a single value."""
+    size_prods = size[0]
+    for s in size[2:]:
+        size_prods *= s
+    if size_prods == 1:
+        raise ValueError(
+            f"Expected more than 1 value per channel when training, got input size {size}"
+        )
+
+
+def _check_floating(input: Tensor, op: str) -> None:
+    if not input.is_floating_point():
+        name = _SCALAR_TYPE_NAMES.get(input.dtype, str(input.dtype).removeprefix("torch."))
+        raise NotImplementedError(f"\"{op}\" not implemented for '{name}'")
+
+
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the arithmetic runs in: float32 for float16/bfloat16 (as torch does)."""
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """torch's C++ name of a floating dtype (``Float``, ``Double``, ...), for messages."""
+    names = {
+        torch.float32: "Float",
+        torch.float64: "Double",
+        torch.float16: "Half",
+        torch.bfloat16: "BFloat16",
+    }
+    return names.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def _check_param_dtype(input: Tensor, *tensors: Tensor | None) -> None:
+    """torch's CPU rule: parameters have the input's dtype (or float32 for half inputs)."""
+    allowed = {input.dtype, _opmath(input.dtype)}
+    for t in tensors:
+        if t is not None and t.dtype not in allowed:
+            raise RuntimeError(
+                "mixed dtype (CPU): expect parameter to have scalar type of "
+                f"{_dtype_name(input.dtype)}"
+            )
+
+
+# --- batch normalization -------------------------------------------------------------------
+
+
+class BatchNormFunction(torch.autograd.Function):
+    r"""Batch normalization with batch statistics, forward and a hand-derived backward.
+
+    ``BatchNormFunction.apply(x, weight, bias, eps)`` returns ``(y, mean, var)``: the output
+    and the per-channel batch mean and *biased* variance (these two carry no gradient; the
+    caller uses them for the running estimates). ``x`` has shape :math:`(N, C, *)`;
+    ``weight``/``bias`` (:math:`\gamma`, :math:`\beta`) have :math:`C` elements or are ``None``.
+
+    **Forward.** For one channel, over its :math:`m = N\cdot\prod *` entries,
+
+    .. math::
+        \mu = \tfrac{1}{m}\textstyle\sum_i x_i,\quad
+        \sigma^2 = \tfrac{1}{m}\textstyle\sum_i (x_i-\mu)^2,\quad
+        r = (\sigma^2+\epsilon)^{-1/2},\quad
+        \hat{x}_i = (x_i-\mu)\,r,\quad
+        y_i = \gamma\hat{x}_i + \beta .
+
+    **Backward.** Given :math:`g_i = \partial L/\partial y_i`,
+
+    .. math::
+        \frac{\partial L}{\partial \beta} = \sum_i g_i, \qquad
+        \frac{\partial L}{\partial \gamma} = \sum_i g_i\,\hat{x}_i .
+
+    For the input, :math:`\partial\mu/\partial x_j = 1/m` and
+    :math:`\partial\sigma^2/\partial x_j = 2(x_j-\mu)/m`, so
+    :math:`\partial \hat{x}_i/\partial x_j = r\,(\delta_{ij} - \tfrac{1}{m}
+    - \tfrac{1}{m}\hat{x}_i\hat{x}_j)`. With :math:`\partial L/\partial\hat{x}_i = \gamma g_i`,
+
+    .. math::
+        \frac{\partial L}{\partial x_j}
+        = \frac{\gamma\, r}{m}\Big(m\,g_j - \sum_i g_i - \hat{x}_j \sum_i g_i\hat{x}_i\Big)
+        = \gamma\, r\,\Big(g_j - \frac{1}{m}\frac{\partial L}{\partial \beta}
+          - \frac{\hat{x}_j}{m}\frac{\partial L}{\partial \gamma}\Big).
+
+    The forward saves :math:`x`, :math:`\mu` and :math:`r` (not :math:`\hat{x}`: ``x`` is
+    alive anyway, so nothing the size of the batch is allocated for the backward). The
+    backward needs two reductions, :math:`\sum_i g_i` and :math:`\sum_i g_i (x_i-\mu)`, and
+    writes :math:`\partial L/\partial x` into the buffer of the second. It is differentiable
+    once: asking for a second derivative (``create_graph=True``, then ``backward`` again)
+    raises a ``RuntimeError``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        if _compiling():  # one opaque kernel for the compiler (see below)
+            y, mean, var, invstd = torch.ops.normtut.batch_norm_forward(x, weight, bias, eps)
+        else:
+            y, mean, var, invstd = _batch_norm_forward(x, weight, bias, eps)
+        ctx.save_for_backward(x, mean, invstd, weight)  # x_hat = (x - mu) r, recomputed
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: Any, grad_y: Tensor, _grad_mean: Tensor | None, _grad_var: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        x, mean, invstd, weight = ctx.saved_tensors
+        if _compiling():
+            grad_x, dgamma, dbeta = torch.ops.normtut.batch_norm_backward(
+                grad_y, x, mean, invstd, weight
+            )
+        else:
+            grad_x, dgamma, dbeta = _batch_norm_backward(
+                grad_y, x, mean, invstd, weight, ctx.needs_input_grad[0]
+            )
+        grad_w = grad_b = None
+        if weight is not None and ctx.needs_input_grad[1]:
+            grad_w = dgamma.to(weight.dtype)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
+            grad_b = dbeta.to(ctx.bias_dtype)
+        return grad_x if ctx.needs_input_grad[0] else None, grad_w, grad_b, None
+
+
+def _batch_norm_forward(
+    x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The forward of :class:`BatchNormFunction`: ``(y, mu, sigma^2, r)``."""
+    dims = (0, *range(2, x.dim()))  # every axis but the channels
+    shape = (-1,) + (1,) * (x.dim() - 2)  # (C, 1, ..., 1) broadcasts against (N, C, *)
+    xf = x.to(_opmath(x.dtype))  # float16/bfloat16 compute in float32, as torch does
+    # Statistics by the corrected two-pass algorithm (Chan, Golub & LeVeque 1983): a first
+    # mean, then the deviations from it, whose mean corrects the rounding of the first.
+    # As exact as torch's kernel (which accumulates in double) and, on the CPU, several
+    # times faster than Welford's one-pass torch.var_mean over (N, H, W). Every step
+    # writes into y's buffer: one new tensor per call, as torch's kernel.
+    mean = xf.mean(dims)
+    y = torch.sub(xf, mean.view(shape))  # x - mean, rounded mean
+    delta = y.mean(dims)  # the rounding error of the first mean
+    var = y.square_().mean(dims).sub_(delta * delta)  # biased variance sigma^2
+    mean.add_(delta)  # mu
+    invstd = torch.rsqrt(var + eps)  # r = 1 / sqrt(sigma^2 + eps)
+    scale = invstd if weight is None else invstd * weight.to(xf.dtype)  # gamma r
+    torch.sub(xf, mean.view(shape), out=y).mul_(scale.view(shape))  # gamma x_hat
+    if bias is not None:
+        y.add_(bias.to(xf.dtype).view(shape))  # + beta
+    return y.to(x.dtype), mean, var, invstd
+
+
+def _batch_norm_backward(
+    grad_y: Tensor,
+    x: Tensor,
+    mean: Tensor,
+    invstd: Tensor,
+    weight: Tensor | None,
+    need_grad_x: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward of :class:`BatchNormFunction`: ``(dL/dx, dL/dgamma, dL/dbeta)``."""
+    dims = (0, *range(2, x.dim()))
+    shape = (-1,) + (1,) * (x.dim() - 2)
+    xf = x.to(mean.dtype)
+    g = grad_y.to(mean.dtype)
+    m = max(x.numel() // x.shape[1], 1) if x.shape[1] else 1
+    dbeta = g.sum(dims)  # dL/dbeta = sum_i g_i
+    # dL/dgamma = sum_i g_i x_hat_i = r sum_i g_i (x_i - mu), in a buffer that becomes dx
+    buf = torch.sub(xf, mean.view(shape))
+    dgamma = buf.mul_(g).sum(dims).mul_(invstd)
+    if not need_grad_x:
+        return buf, dgamma, dbeta
+    scale = invstd if weight is None else invstd * weight.to(mean.dtype)  # gamma r
+    # dx = gamma r g - (gamma r dgamma / m) x_hat - gamma r dbeta / m, with x_hat = (x - mu) r;
+    # (x - mu) is recomputed rather than x r - mu r, which loses digits when |mu| >> sigma
+    grad_x = torch.sub(xf, mean.view(shape), out=buf)
+    grad_x.mul_((scale * invstd * dgamma).div_(-m).view(shape))
+    grad_x.addcmul_(g, scale.view(shape)).add_((scale * dbeta).div_(-m).view(shape))
+    return grad_x.to(x.dtype), dgamma, dbeta
+
+
+# torch.compile: the two halves as custom operators, opaque to the compiler. Traced through,
+# they would be fused with their neighbours (max-pool and sigmoid backward), which inductor's
+# CPU code then recomputes inside each of the three reductions; as single kernels they run
+# at eager speed and the neighbours are computed once. (torch.library.custom_op and
+# torch.compiler.is_compiling need torch 2.4; an older torch traces the plain functions.)
+_CUSTOM_OPS = hasattr(torch.library, "custom_op") and hasattr(torch.compiler, "is_compiling")
+
+
+def _compiling() -> bool:
+    return _CUSTOM_OPS and torch.compiler.is_compiling()
+
+
+if _CUSTOM_OPS:
+
+    @torch.library.custom_op("normtut::batch_norm_forward", mutates_args=())
+    def _batch_norm_forward_op(
+        x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return _batch_norm_forward(x, weight, bias, eps)
+
+    @_batch_norm_forward_op.register_fake
+    def _(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
+        stat = x.new_empty(x.shape[1], dtype=_opmath(x.dtype))
+        return torch.empty_like(x), stat, torch.empty_like(stat), torch.empty_like(stat)
+
+    @torch.library.custom_op("normtut::batch_norm_backward", mutates_args=())
+    def _batch_norm_backward_op(
+        grad_y: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return _batch_norm_backward(grad_y, x, mean, invstd, weight)
+
+    @_batch_norm_backward_op.register_fake
+    def _(grad_y: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None):
+        return torch.empty_like(x), torch.empty_like(mean), torch.empty_like(mean)
+
+
+def _check_numel(name: str, t: Tensor | None, c: int) -> None:
+    if t is not None and t.numel() != c:
+        raise RuntimeError(f"{name} should contain {c} elements not {t.numel()}")
+
+
+def batch_norm(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    r"""Batch normalization of ``input`` :math:`(N, C, *)` per channel; same semantics as
+    :func:`torch.nn.functional.batch_norm`.
+
+    With ``training=True`` the batch statistics normalize (biased variance, through
+    :class:`BatchNormFunction` and its hand-written backward) and, when ``running_mean`` and
+    ``running_var`` are given, these are updated in place with the *unbiased* variance:
+
+    .. math::
+        \hat\mu \leftarrow (1-\text{momentum})\,\hat\mu + \text{momentum}\,\mu_\mathcal{B},\qquad
+        \hat\sigma^2 \leftarrow (1-\text{momentum})\,\hat\sigma^2
+            + \text{momentum}\,\tfrac{m}{m-1}\sigma^2_\mathcal{B}.
+
+    With ``training=False`` the running estimates normalize:
+    :math:`y = \gamma\,(x-\hat\mu)/\sqrt{\hat\sigma^2+\epsilon} + \beta` (plain autograd; it is
+    an affine map of ``x``).
+
+    Ioffe & Szegedy (2015), "Batch Normalization: Accelerating Deep Network Training by
+    Reducing Internal Covariate Shift".
+    """
+    if training:
+        _verify_batch_size(input.size())
+    if training and eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    elif eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    _check_floating(input, "batch_norm")
+    c = input.size(1)  # IndexError for a 1-D input, as torch
+    _check_numel("running_mean", running_mean, c)
+    _check_numel("running_var", running_var, c)
+    _check_numel("weight", weight, c)
+    _check_numel("bias", bias, c)
+    _check_param_dtype(input, running_mean, running_var, weight, bias)
+    shape = (-1,) + (1,) * (input.dim() - 2)
+    w = weight.reshape(-1) if weight is not None else None
+    b = bias.reshape(-1) if bias is not None else None
+
+    if not training:
+        if running_mean is None:
+            raise RuntimeError("running_mean must be defined in evaluation mode")
+        if running_var is None:
+            raise RuntimeError("running_var must be defined in evaluation mode")
+        # y = x * scale + shift, scale = gamma / sqrt(var + eps), shift = beta - mean * scale
+        dtype = _opmath(input.dtype)
+        scale = torch.rsqrt(running_var.reshape(-1).to(dtype) + eps)
+        if w is not None:
+            scale = scale * w.to(dtype)
+        shift = -running_mean.reshape(-1).to(dtype) * scale
+        if b is not None:
+            shift = shift + b.to(dtype)
+        y = input.to(dtype) * scale.view(shape)
+        return y.add_(shift.view(shape)).to(input.dtype)
+
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must either both be None or neither be None")
+    y, mean, var = BatchNormFunction.apply(input, w, b, eps)
+    if running_mean is not None and input.numel() > 0:
+        m = input.numel() // c
+        with torch.no_grad():
+            # in place (the module's buffers): running += momentum * (batch - running)
+            running_mean.lerp_(mean.view(running_mean.shape).to(running_mean.dtype), momentum)
+            unbiased = var * (m / (m - 1))  # Bessel's correction for the running estimate
+            running_var.lerp_(unbiased.view(running_var.shape).to(running_var.dtype), momentum)
+    return y
+
+
+class _NormBase(nn.Module):
+    """Parameters, buffers, state-dict versioning and ``extra_repr`` of the batch norms.
+
+    Mirrors ``torch.nn.modules.batchnorm._NormBase``: ``weight``/``bias`` (``None`` without
+    ``affine``), buffers ``running_mean``/``running_var``/``num_batches_tracked`` (``None``
+    without ``track_running_stats``), and ``_version = 2`` so that a checkpoint written before
+    ``num_batches_tracked`` existed loads with the counter kept (or set to 0).
+    """
+
+    _version = 2
+    num_features: int
+    eps: float
+    momentum: float | None
+    affine: bool
+    track_running_stats: bool
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        factory_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        if self.affine:
+            self.weight = Parameter(torch.empty(num_features, **factory_kwargs))
+            if bias:
+                self.bias = Parameter(torch.empty(num_features, **factory_kwargs))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if self.track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory_kwargs))
+            self.register_buffer("running_var", torch.ones(num_features, **factory_kwargs))
+            self.register_buffer(
+                "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
+            )
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1, batch counter 0."""
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        """Reset the running statistics and set :math:`\\gamma = 1`, :math:`\\beta = 0`."""
+        self.reset_running_stats()
+        if self.affine:
+            nn.init.ones_(self.weight)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, bias={self.bias is not None}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        version = local_metadata.get("version", None)
+        if (version is None or version < 2) and self.track_running_stats:
+            # version 2 added num_batches_tracked: an older checkpoint keeps our counter
+            key = prefix + "num_batches_tracked"
+            if key not in state_dict:
+                state_dict[key] = (
+                    self.num_batches_tracked
+                    if self.num_batches_tracked is not None
+                    and self.num_batches_tracked.device != torch.device("meta")
+                    else torch.tensor(0, dtype=torch.long)
+                )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+
+class _BatchNorm(_NormBase):
+    def forward(self, input: Tensor) -> Tensor:
+        """Normalize ``input``; train or eval comes from ``self.training`` only.
+
+        Training: batch statistics normalize and, with ``track_running_stats``, the running
+        estimates are updated (momentum, or the cumulative average
+        :math:`1/\\text{num\\_batches\\_tracked}` when ``momentum`` is ``None``). Eval: the
+        running estimates normalize, or the batch statistics when there are none.
+        """
+        self._check_input_dim(input)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked)
+        if self.training:
+            use_batch_stats = True
+        else:
+            use_batch_stats = self.running_mean is None and self.running_var is None
+        track = not self.training or self.track_running_stats
+        return batch_norm(
+            input,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            self.weight,
+            self.bias,
+            use_batch_stats,
+            factor,
+            self.eps,
+        )
+
+
+class BatchNorm1d(_BatchNorm):
+    r"""Batch normalization over a 2-D :math:`(N, C)` or 3-D :math:`(N, C, L)` input; a drop-in
+    for :class:`torch.nn.BatchNorm1d`.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}}\,\gamma + \beta
+
+    Statistics per channel over :math:`N` (and :math:`L`); biased variance to normalize,
+    unbiased variance in ``running_var``; ``momentum`` weights the new batch,
+    ``momentum=None`` gives the cumulative average. Ioffe & Szegedy (2015).
+
+    Args: ``num_features`` (:math:`C`), ``eps=1e-5``, ``momentum=0.1`` (or ``None``),
+    ``affine=True``, ``track_running_stats=True``, ``device``, ``dtype``, keyword ``bias=True``.
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() != 2 and input.dim() != 3:
+            raise ValueError(f"expected 2D or 3D input (got {input.dim()}D input)")
+
+
+class BatchNorm2d(_BatchNorm):
+    r"""Batch normalization over a 4-D :math:`(N, C, H, W)` input; a drop-in for
+    :class:`torch.nn.BatchNorm2d`.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}}\,\gamma + \beta
+
+    Statistics per channel over :math:`N, H, W`. See :class:`BatchNorm1d` for the arguments.
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() != 4:
+            raise ValueError(f"expected 4D input (got {input.dim()}D input)")
+
+
+class BatchNorm3d(_BatchNorm):
+    r"""Batch normalization over a 5-D :math:`(N, C, D, H, W)` input; a drop-in for
+    :class:`torch.nn.BatchNorm3d`.
+
+    Statistics per channel over :math:`N, D, H, W`. See :class:`BatchNorm1d` for the
+    arguments.
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() != 5:
+            raise ValueError(f"expected 5D input (got {input.dim()}D input)")
+
+
+def _is_batch_norm(module: nn.Module) -> bool:
+    return isinstance(module, (_BatchNorm, nn.modules.batchnorm._BatchNorm))
+
+
+def update_bn(
+    loader: Iterable[Any], model: nn.Module, device: torch.device | str | int | None = None
+) -> None:
+    r"""Recompute the running statistics of every batch norm in ``model`` from ``loader``.
+
+    The same as :func:`torch.optim.swa_utils.update_bn` (which only sees ``torch.nn``'s batch
+    norms), for ours and torch's alike: reset ``running_mean``/``running_var``, switch to the
+    cumulative average (``momentum=None``), run one pass over ``loader`` in train mode, then
+    restore the momenta. Each batch is a tensor or a list/tuple whose first element is the
+    input; ``device``, if given, is where batches go. Differences from torch's: the pass runs
+    under ``torch.no_grad()``, and every submodule gets back the mode it had.
+
+    Why: the running estimates average the last ~1/momentum batches, taken with weights that
+    have changed since; after training with a large learning rate they can lag behind the
+    final weights enough to cost several points of test accuracy. With the weights fixed,
+    the cumulative average over the training set is the estimate the paper prescribes for
+    inference (Ioffe & Szegedy 2015, Alg. 2).
+    """
+    norms = [m for m in model.modules() if _is_batch_norm(m)]
+    if not norms:
+        return
+    momenta = {m: m.momentum for m in norms}
+    modes = [(m, m.training) for m in model.modules()]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                if isinstance(batch, (list, tuple)):
+                    batch = batch[0]
+                if device is not None:
+                    batch = batch.to(device)
+                model(batch)
+    finally:
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+        for m, mode in modes:
+            m.training = mode
+
+
+# --- layer normalization -------------------------------------------------------------------
+
+
+def _as_shape(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(normalized_shape, numbers.Integral):
+        return (int(normalized_shape),)
+    return tuple(normalized_shape)
+
+
+def _check_normalized(
+    input: Tensor,
+    normalized_shape: Sequence[int],
+    weight: Tensor | None,
+    bias: Tensor | None,
+    sep: str,
+) -> tuple[int, ...]:
+    """torch's checks of ``normalized_shape`` against the input, weight and bias."""
+    if isinstance(normalized_shape, numbers.Integral) or not isinstance(normalized_shape, Sequence):
+        raise TypeError(
+            "layer_norm(): argument 'normalized_shape' (position 2) must be tuple of ints, "
+            f"not {type(normalized_shape).__name__}"
+        )
+    shape = tuple(int(s) for s in normalized_shape)
+    if len(shape) < 1:
+        raise RuntimeError(
+            "Expected normalized_shape to be at least 1-dimensional, i.e., containing at "
+            f"least one element, but got normalized_shape = {list(shape)}"
+        )
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != shape:
+            raise RuntimeError(
+                f"Expected {name} to be of same shape as normalized_shape, but got {name} of "
+                f"shape {list(t.shape)} and normalized_shape = {list(shape)}"
+            )
+    if input.dim() < len(shape) or tuple(input.shape[input.dim() - len(shape) :]) != shape:
+        inner = ", ".join(str(s) for s in shape)
+        raise RuntimeError(
+            f"Given normalized_shape={list(shape)}, expected input with shape "
+            f"[*{sep}{inner}], but got input of size{list(input.shape)}"
+        )
+    return shape
+
+
+def layer_norm(
+    input: Tensor,
+    normalized_shape: Sequence[int],
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    r"""Layer normalization over the last ``len(normalized_shape)`` axes; same semantics as
+    :func:`torch.nn.functional.layer_norm`.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}}\odot\gamma + \beta
+
+    with mean and biased variance over the normalized axes of each example, and
+    :math:`\gamma`, :math:`\beta` of shape ``normalized_shape`` (elementwise). The same in
+    training and evaluation. Ba, Kiros & Hinton (2016), "Layer Normalization".
+    """
+    shape = _check_normalized(input, normalized_shape, weight, bias, sep=", ")
+    _check_floating(input, "layer_norm")
+    dims = tuple(range(-len(shape), 0))
+    x = input.to(_opmath(input.dtype))
+    var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
+    y = (x - mean) * torch.rsqrt(var + eps)
+    if weight is not None:
+        y = y * weight.to(x.dtype)
+    if bias is not None:
+        y = y + bias.to(x.dtype)
+    return y.to(input.dtype)
+
+
+class LayerNorm(nn.Module):
+    r"""Layer normalization over the last axes; a drop-in for :class:`torch.nn.LayerNorm`.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}}\odot\gamma + \beta
+
+    Args: ``normalized_shape`` (an int or a shape: the trailing axes to normalize over),
+    ``eps=1e-5``, ``elementwise_affine=True`` (learn ``weight`` :math:`\gamma` = 1 and ``bias``
+    :math:`\beta` = 0 of shape ``normalized_shape``), ``bias=True``, ``device``, ``dtype``.
+    Ba, Kiros & Hinton (2016).
+    """
+
+    normalized_shape: tuple[int, ...]
+    eps: float
+    elementwise_affine: bool
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        factory_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.normalized_shape = _as_shape(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if self.elementwise_affine:
+            self.weight = Parameter(torch.empty(self.normalized_shape, **factory_kwargs))
+            if bias:
+                self.bias = Parameter(torch.empty(self.normalized_shape, **factory_kwargs))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """:math:`\\gamma = 1`, :math:`\\beta = 0`."""
+        if self.elementwise_affine:
+            nn.init.ones_(self.weight)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
+        )
+
+
+# --- group normalization -------------------------------------------------------------------
+
+
+def group_norm(
+    input: Tensor,
+    num_groups: int,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    r"""Group normalization of :math:`(N, C, *)`; same semantics as
+    :func:`torch.nn.functional.group_norm`.
+
+    The :math:`C` channels are split into ``num_groups`` groups of :math:`C/G` consecutive
+    channels; each group of each example is normalized with its own mean and biased variance
+    (over its channels and every spatial position), then scaled and shifted per channel:
+
+    .. math::
+        y_{ncs} = \frac{x_{ncs} - \mu_{ng}}{\sqrt{\sigma^2_{ng} + \epsilon}}\,\gamma_c + \beta_c,
+        \qquad g = \lfloor c / (C/G) \rfloor .
+
+    ``G = 1`` is layer norm over :math:`(C, *)` with per-channel affine; ``G = C`` is instance
+    norm. Wu & He (2018), "Group Normalization".
+    """
+    if input.dim() < 2:
+        raise RuntimeError(
+            f"Expected at least 2 dimensions for input tensor but received {input.dim()}"
+        )
+    n, c = input.shape[0], input.shape[1]
+    _verify_batch_size([n * c // num_groups, num_groups, *input.shape[2:]])
+    if c % num_groups != 0:
+        raise RuntimeError(
+            "Expected number of channels in input to be divisible by num_groups, but got "
+            f"input of shape {list(input.shape)} and num_groups={num_groups}"
+        )
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and (t.dim() != 1 or t.numel() != c):
+            raise RuntimeError(
+                f"Expected {name} to be a vector of size equal to the number of channels in "
+                f"input, but got {name} of shape {list(t.shape)} and input of shape "
+                f"{list(input.shape)}"
+            )
+    _check_floating(input, "group_norm")
+    x = input.to(_opmath(input.dtype))
+    grouped = x.reshape(n, num_groups, -1)
+    var, mean = torch.var_mean(grouped, dim=-1, correction=0, keepdim=True)
+    y = ((grouped - mean) * torch.rsqrt(var + eps)).reshape(input.shape)
+    shape = (-1,) + (1,) * (input.dim() - 2)
+    if weight is not None:
+        y = y * weight.to(x.dtype).view(shape)
+    if bias is not None:
+        y = y + bias.to(x.dtype).view(shape)
+    return y.to(input.dtype)
+
+
+class GroupNorm(nn.Module):
+    r"""Group normalization; a drop-in for :class:`torch.nn.GroupNorm`.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}}\,\gamma + \beta
+
+    with statistics per example and per group of ``num_channels // num_groups`` channels, and
+    per-channel ``weight`` :math:`\gamma` (ones) and ``bias`` :math:`\beta` (zeros) when
+    ``affine``. ``num_channels`` must be divisible by ``num_groups`` (``ValueError``).
+    Wu & He (2018).
+    """
+
+    num_groups: int
+    num_channels: int
+    eps: float
+    affine: bool
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        factory_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+        super().__init__()
+        if num_channels % num_groups != 0:
+            raise ValueError(
+                f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})"
+            )
+        self.num_groups = num_groups
+        self.num_channels = num_channels
+        self.eps = eps
+        self.affine = affine
+        if self.affine:
+            self.weight = Parameter(torch.empty(num_channels, **factory_kwargs))
+            if bias:
+                self.bias = Parameter(torch.empty(num_channels, **factory_kwargs))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """:math:`\\gamma = 1`, :math:`\\beta = 0`."""
+        if self.affine:
+            nn.init.ones_(self.weight)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+# --- RMS normalization ---------------------------------------------------------------------
+
+
+def rms_norm(
+    input: Tensor,
+    normalized_shape: Sequence[int],
+    weight: Tensor | None = None,
+    eps: float | None = None,
+) -> Tensor:
+    r"""Root-mean-square normalization over the last ``len(normalized_shape)`` axes; same
+    semantics as :func:`torch.nn.functional.rms_norm`.
+
+    .. math::
+        y = \frac{x}{\mathrm{RMS}(x)}\odot\gamma, \qquad
+        \mathrm{RMS}(x) = \sqrt{\epsilon + \tfrac{1}{m}\textstyle\sum_{i=1}^{m} x_i^2}
+
+    No centring and no bias. ``eps=None`` means the machine epsilon of the computation
+    type, ``torch.finfo(dtype).eps``, where float16/bfloat16 inputs compute in float32 (as
+    torch does). Zhang & Sennrich (2019), "Root Mean Square Layer Normalization".
+    """
+    shape = _check_normalized(input, normalized_shape, weight, None, sep="")
+    _check_floating(input, "rms_norm")
+    dtype = _opmath(input.dtype)
+    if eps is None:
+        eps = torch.finfo(dtype).eps
+    dims = tuple(range(-len(shape), 0))
+    x = input.to(dtype)
+    y = x * torch.rsqrt(x.pow(2).mean(dim=dims, keepdim=True) + eps)
+    if weight is not None:
+        y = y * weight.to(dtype)
+    return y.to(input.dtype)
+
+
+class RMSNorm(nn.Module):
+    r"""Root-mean-square normalization; a drop-in for :class:`torch.nn.RMSNorm`.
+
+    .. math::
+        y_i = \frac{x_i}{\sqrt{\epsilon + \frac{1}{m}\sum_{j=1}^{m} x_j^2}}\,\gamma_i
+
+    Args: ``normalized_shape`` (int or shape), ``eps=None`` (machine epsilon of the computation
+    type), ``elementwise_affine=True`` (``weight`` :math:`\gamma` = 1, no bias), ``device``,
+    ``dtype``. Zhang & Sennrich (2019).
+    """
+
+    normalized_shape: tuple[int, ...]
+    eps: float | None
+    elementwise_affine: bool
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        factory_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.normalized_shape = _as_shape(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if self.elementwise_affine:
+            self.weight = Parameter(torch.empty(self.normalized_shape, **factory_kwargs))
+        else:
+            self.register_parameter("weight", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """:math:`\\gamma = 1`."""
+        if self.elementwise_affine:
+            nn.init.ones_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        )
+
+
+# --- LeNet with batch normalization --------------------------------------------------------
+
+
+def lenet(
+    bn2d: Callable[[int], nn.Module] | None = None,
+    bn1d: Callable[[int], nn.Module] | None = None,
+) -> nn.Sequential:
+    """The LeNet of d2l's batch-normalization chapter, with the given batch-norm classes.
+
+    ``lenet(BatchNorm2d, BatchNorm1d)`` (ours), ``lenet(nn.BatchNorm2d, nn.BatchNorm1d)``
+    (PyTorch's) and ``lenet()`` (no normalization) have the same 16 modules at the same
+    indices; a missing batch norm is an ``nn.Identity`` (no parameters), so the first two
+    have identical ``state_dict`` keys and a checkpoint moves between them::
+
+        0 Conv2d(1, 6, 5)    1 BN(6)    2 Sigmoid  3 MaxPool2d(2, 2)
+        4 Conv2d(6, 16, 5)   5 BN(16)   6 Sigmoid  7 MaxPool2d(2, 2)  8 Flatten
+        9 Linear(256, 120)  10 BN(120) 11 Sigmoid
+       12 Linear(120, 84)   13 BN(84)  14 Sigmoid 15 Linear(84, 10)
+
+    Input: ``(N, 1, 28, 28)`` Fashion-MNIST images. Without batch norm this is *not* d2l's
+    chapter-6 LeNet, which pads the first convolution (``padding=2``), uses ``AvgPool2d`` and
+    has ``Linear(400, 120)``: we keep the BN-LeNet's layers (no padding, max pooling,
+    ``Linear(256, 120)``) so that batch norm is the only difference between the variants.
+    """
+
+    def norm(factory: Callable[[int], nn.Module] | None, n: int) -> nn.Module:
+        return nn.Identity() if factory is None else factory(n)
+
+    return nn.Sequential(
+        nn.Conv2d(1, 6, kernel_size=5), norm(bn2d, 6), nn.Sigmoid(),
+        nn.MaxPool2d(kernel_size=2, stride=2),
+        nn.Conv2d(6, 16, kernel_size=5), norm(bn2d, 16), nn.Sigmoid(),
+        nn.MaxPool2d(kernel_size=2, stride=2), nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 120), norm(bn1d, 120), nn.Sigmoid(),
+        nn.Linear(120, 84), norm(bn1d, 84), nn.Sigmoid(),
+        nn.Linear(84, 10),
+    )  # fmt: skip
