@@ -615,6 +615,29 @@ def update_bn(
             m.training = mode
 
 
+def _register_affine(
+    module: nn.Module,
+    shape: tuple[int, ...],
+    affine: bool,
+    bias: bool,
+    factory_kwargs: dict[str, Any],
+) -> None:
+    """``weight`` (gamma) and ``bias`` (beta) of ``shape``, or ``None`` entries as torch keeps
+    them when the layer has no affine part, so that ``state_dict`` keys match."""
+    weight = Parameter(torch.empty(shape, **factory_kwargs)) if affine else None
+    beta = Parameter(torch.empty(shape, **factory_kwargs)) if affine and bias else None
+    module.register_parameter("weight", weight)
+    module.register_parameter("bias", beta)
+
+
+def _reset_affine(module: nn.Module) -> None:
+    """gamma = 1, beta = 0 (a no-op for the missing ones)."""
+    if module.weight is not None:
+        nn.init.ones_(module.weight)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 # --- layer normalization -------------------------------------------------------------------
 
 
@@ -718,23 +741,12 @@ class LayerNorm(nn.Module):
         self.normalized_shape = _as_shape(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        if self.elementwise_affine:
-            self.weight = Parameter(torch.empty(self.normalized_shape, **factory_kwargs))
-            if bias:
-                self.bias = Parameter(torch.empty(self.normalized_shape, **factory_kwargs))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, self.normalized_shape, elementwise_affine, bias, factory_kwargs)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """:math:`\\gamma = 1`, :math:`\\beta = 0`."""
-        if self.elementwise_affine:
-            nn.init.ones_(self.weight)
-            if self.bias is not None:
-                nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input: Tensor) -> Tensor:
         return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -839,23 +851,12 @@ class GroupNorm(nn.Module):
         self.num_channels = num_channels
         self.eps = eps
         self.affine = affine
-        if self.affine:
-            self.weight = Parameter(torch.empty(num_channels, **factory_kwargs))
-            if bias:
-                self.bias = Parameter(torch.empty(num_channels, **factory_kwargs))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, (num_channels,), affine, bias, factory_kwargs)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """:math:`\\gamma = 1`, :math:`\\beta = 0`."""
-        if self.affine:
-            nn.init.ones_(self.weight)
-            if self.bias is not None:
-                nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input: Tensor) -> Tensor:
         return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
