@@ -57,7 +57,8 @@ notebooks: $(STAMP)
 
 # --- the book ---------------------------------------------------------------------------
 book: $(STAMP) $(MATHJAX_DIR)/tex-chtml.js
-	NORMTUT_QUICK=0 $(VENV)/bin/jupyter-book build -W -n --keep-going .
+	# MPLBACKEND=Agg in the environment would stop plt.show() from putting figures in the pages
+	env -u MPLBACKEND NORMTUT_QUICK=0 $(VENV)/bin/jupyter-book build -W -n --keep-going .
 	@test -f _build/html/index.html
 	@echo "The book is in _build/html/index.html"
 
