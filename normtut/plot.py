@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "plot_curves",
     "plot_layer_histograms",
     "plot_layer_stats",
+    "plot_trajectories",
 ]
 
 #: The book's colour cycle (colour-blind friendly, after Okabe & Ito).
@@ -347,3 +349,62 @@ def plot_layer_stats(
             v = np.where(v > 0, v, np.nan)
         ax.plot(np.arange(1, len(v) + 1), v, label=name, marker="o", markersize=2.5)
     return _finish(ax, xlabel, ylabel, title, logy, legend=len(stats) > 1)
+
+
+def plot_trajectories(
+    landscape: Any,
+    paths: Mapping[str, np.ndarray | torch.Tensor | Sequence[Sequence[float]]],
+    *,
+    title: str | None = None,
+    levels: int = 30,
+    ax: Axes | None = None,
+    markers: bool = True,
+) -> Axes:
+    """Draw optimizer paths over the contours of a 2-D landscape; return the Axes.
+
+    ``landscape`` is a :class:`normtut.landscapes.Landscape` (its window, minimum and level
+    spacing are used); ``paths`` maps a label to an array of points of shape ``(T, 2)``, as
+    returned by :func:`normtut.landscapes.trajectory`. Each path starts with a circle and
+    ends with a cross; the minimum, when the landscape has one, is a star. Points outside
+    the window are clipped by the axes, not dropped, so a diverging path still leaves the
+    frame where it diverged.
+    """
+    set_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.2))
+    grid_x, grid_y, grid_z = landscape.grid()
+    if landscape.log_levels:
+        shift = 1e-3 - min(float(grid_z.min()), 0.0)
+        z = grid_z + shift
+        lv = np.geomspace(float(z.min()), float(z.max()), levels)
+        ax.contour(grid_x, grid_y, z, levels=lv, norm=LogNorm(), cmap="Greys", linewidths=0.6)
+    else:
+        ax.contour(grid_x, grid_y, grid_z, levels=levels, cmap="Greys", linewidths=0.6)
+    for k, (name, path) in enumerate(paths.items()):
+        pts = _as_numpy(path).reshape(-1, 2)
+        color = COLORS[k % len(COLORS)]
+        ax.plot(
+            pts[:, 0],
+            pts[:, 1],
+            color=color,
+            label=name,
+            marker="." if markers else None,
+            markersize=3,
+            linewidth=1.2,
+        )
+        ax.plot(pts[0, 0], pts[0, 1], "o", color=color, markersize=6)
+        ax.plot(pts[-1, 0], pts[-1, 1], "x", color=color, markersize=8, mew=2)
+    if landscape.minimum is not None:
+        ax.plot(*landscape.minimum, "*", color="black", markersize=12, label="minimum")
+    ax.set_xlim(*landscape.xlim)
+    ax.set_ylim(*landscape.ylim)
+    ax.grid(False)
+    n_entries = len(paths) + (landscape.minimum is not None)
+    return _finish(
+        ax,
+        "$x$",
+        "$y$",
+        title if title is not None else landscape.name,
+        False,
+        legend=n_entries > 1,
+    )

@@ -182,3 +182,36 @@ def test_liveplot_in_a_kernel_stores_exactly_one_figure():
     assert "[[1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 4.0]]" in "".join(
         o.text for o in outputs if o.output_type == "stream"
     )
+
+
+class TestPlotTrajectories:
+    def test_paths_start_end_minimum_and_labels(self):
+        from normtut.landscapes import rosenbrock
+
+        land = rosenbrock()
+        path = np.array([[-1.0, 2.0], [0.0, 0.5], [0.9, 0.8]])
+        ax = nplot.plot_trajectories(land, {"GD": path, "Adam": torch.tensor(path) * 0.5})
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == ["GD", "Adam", "minimum"]
+        assert ax.get_xlabel() == "$x$" and ax.get_title() == "Rosenbrock"
+        gd = ax.get_lines()[0]
+        np.testing.assert_array_equal(gd.get_xdata(), path[:, 0])
+        assert ax.get_xlim() == land.xlim and ax.get_ylim() == land.ylim
+        assert ax.collections, "no contour lines were drawn"
+
+    def test_landscape_without_minimum_and_single_path_has_no_legend(self):
+        from normtut.landscapes import saddle
+
+        ax = nplot.plot_trajectories(saddle(), {"SGD": [[1.0, 0.1], [0.5, 0.2]]}, title="s")
+        assert ax.get_legend() is None and ax.get_title() == "s"
+
+    def test_log_levels_on_a_surface_with_negative_values_do_not_warn(self):
+        from normtut.landscapes import Landscape
+
+        land = Landscape(
+            "shifted", lambda x, y: x * x + y * y - 1.0, (-1, 1), (-1, 1), log_levels=True
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ax = nplot.plot_trajectories(land, {"p": [[0.5, 0.5]]})
+        assert ax.collections
