@@ -16,7 +16,7 @@ PYTEST_ARGS      ?=
 # cores are shared (measured on BatchNorm1d calls in chapter 04); passive waiting costs nothing.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: all install test unit notebooks book browser lint strip clean distclean
+.PHONY: all install test unit notebooks book browser assignments lint strip clean distclean
 
 all: test book
 
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml | $(PY)
 ifneq ($(strip $(TORCH_SPEC)),)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 endif
-	$(PY) -m pip install --quiet -e ".[book,test]"
+	$(PY) -m pip install --quiet -e ".[book,test,instructor]"
 	@touch $@
 
 install: $(STAMP)
@@ -66,6 +66,13 @@ browser: $(STAMP)
 	@test -f _build/html/index.html || { echo "run 'make book' first"; exit 1; }
 	rm -rf _build/screenshots
 	$(PY) -m pytest -q -m browser tests/test_book_browser.py $(PYTEST_ARGS)
+
+# --- for instructors ----------------------------------------------------------------------
+# Student notebooks (no solutions, no hidden tests) and otter-grader autograder zips, one folder
+# per assignment: _build/assignments/NN_name/{student,autograder}. otter assign also runs every
+# test against the solutions, so a broken master notebook fails here.
+assignments: $(STAMP)
+	$(PY) assignments/build.py --out _build/assignments
 
 # --- housekeeping -----------------------------------------------------------------------
 lint: $(STAMP)

@@ -79,7 +79,7 @@ def test_environment_yml_matches_pyproject():
     env_reqs = {r.replace(" ", "") for r in pip_section if not r.startswith("-e")}
     project = PYPROJECT["project"]
     wanted = set(project["dependencies"])
-    for extra in ("book", "test"):
+    for extra in ("book", "test", "instructor"):
         wanted |= set(project["optional-dependencies"][extra])
     assert env_reqs == {r.replace(" ", "") for r in wanted}
     python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
