@@ -105,7 +105,13 @@ def glue(name: str, value: Any, display: bool = True) -> Any:
 
     Inside the book build (myst-nb installed) this is ``myst_nb.glue``; elsewhere (Colab,
     plain Jupyter) it just shows the value with its name. Returns ``value``.
+
+    NumPy scalars and one-element tensors are glued as Python numbers: myst-nb formats a
+    glued value from its text form, and NumPy 2 writes ``np.float64(0.5)``, which a format
+    such as ``{glue:text}`name:.3f``` cannot parse.
     """
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
     try:
         from myst_nb import glue as _glue
     except ImportError:  # Colab or a plain Jupyter server: no myst-nb

@@ -21,7 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
 import sys
@@ -273,9 +272,9 @@ def _in_jupyter_kernel() -> bool:
 class _DisplayBar(_Bar):
     """A text bar that redraws one IPython display in place instead of printing ``\\r``.
 
-    A kernel without ipywidgets (the book build, a bare Jupyter server) would otherwise store
-    every intermediate redraw in the notebook's output; an ``update_display_data`` message
-    replaces the output, so the executed notebook keeps the final state only.
+    In a kernel (the book build, Jupyter, Colab) tqdm's ``\r`` redraws would all be stored
+    in the notebook's output; an ``update_display_data`` message replaces the output, so the
+    executed notebook keeps the final state only.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -295,22 +294,21 @@ class _DisplayBar(_Bar):
 
 
 def _progress_bar(total: int | None, desc: str) -> Any:
-    """A widget bar in a Jupyter kernel with ipywidgets, a display-updating text bar in a
-    kernel without them, else a text bar on stdout."""
+    """In a Jupyter kernel a text bar that updates one display in place, else a text bar on
+    stdout.
+
+    Not tqdm's widget bar, even where ipywidgets is installed: an executed notebook keeps a
+    widget only as its text fallback (the bar at 0 %) unless the widget state is saved, so the
+    rendered book would show empty bars. The display-updating bar looks the same live and
+    leaves its final state in the notebook.
+    """
     options: dict[str, Any] = {
         "total": total,
         "desc": desc,
         "leave": True,
         "unit": "batch",
     }
-    if _in_jupyter_kernel():
-        if importlib.util.find_spec("ipywidgets") is not None:
-            from tqdm.notebook import tqdm as notebook_tqdm
-
-            return notebook_tqdm(**options)
-        bar_class: type[_Bar] = _DisplayBar
-    else:
-        bar_class = _Bar
+    bar_class: type[_Bar] = _DisplayBar if _in_jupyter_kernel() else _Bar
     return bar_class(
         **options,
         file=sys.stdout,
@@ -397,8 +395,8 @@ def train(
         device: default :func:`try_gpu`; the net is moved there.
         live_plot: draw train loss, train acc and test acc per epoch in a live figure (kept in
             ``history.figure``).
-        progress: one progress bar per epoch on stdout (a widget in Jupyter when ipywidgets is
-            installed) and a summary line at the end; ``False`` prints nothing.
+        progress: one progress bar per epoch (redrawn in place in Jupyter) and a summary line
+            at the end; ``False`` prints nothing.
         init: applied with ``net.apply(init)`` before the net is moved to ``device`` (so a seed
             gives the same initial weights on every device).
     """

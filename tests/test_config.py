@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +90,16 @@ def test_glue_returns_value_and_prints_outside_the_book(monkeypatch, capsys):
     assert "answer = 42" in capsys.readouterr().out
     assert config.glue("quiet", 1, display=False) == 1
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    "value", [np.float64(0.5), np.int64(3), torch.tensor(0.25), np.array(1.5)], ids=str
+)
+def test_glue_stores_numpy_and_tensor_scalars_as_python_numbers(value, monkeypatch):
+    """myst-nb formats `{glue:text}`name:.3f`` from the text form: np.float64(0.5) breaks it."""
+    glued = {}
+    fake = types.ModuleType("myst_nb")
+    fake.glue = lambda name, v, display=True: glued.update({name: v})
+    monkeypatch.setitem(sys.modules, "myst_nb", fake)
+    returned = config.glue("x", value, display=False)
+    assert type(glued["x"]) in (float, int) and glued["x"] == value.item() == returned

@@ -309,8 +309,8 @@ def test_progress_bar_closed_when_training_fails(blobs, capfd):
 
 
 def test_progress_in_an_executed_notebook_keeps_the_final_state_only(tmp_path):
-    """In a kernel without ipywidgets (the book build) the bar updates one display in place:
-    the executed notebook stores the final bar, no carriage returns, nothing on stderr."""
+    """In a kernel (the book build; ipywidgets installed or not) the bar updates one display in
+    place: the executed notebook stores the final bar, no carriage returns, nothing on stderr."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     code = (
