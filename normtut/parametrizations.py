@@ -105,8 +105,10 @@ def _norm_except_dim(v: Tensor, dim: int) -> Tensor:
     r"""The 2-norm of every slice ``v.select(dim, i)``, shaped to broadcast against ``v``.
 
     As ``torch.norm_except_dim(v, 2, dim)``, in the same memory layout (so the sums run in
-    the same order and the result is bitwise torch's): ``dim=-1`` means the whole tensor (a
-    0-d result), *not* the last axis; any other negative ``dim`` counts from the end.
+    the same order and the norms are bitwise torch's): ``dim=-1`` means the whole tensor (a
+    0-d result), *not* the last axis; any other negative ``dim`` counts from the end. (The
+    weight built from them can still differ from torch's by an ulp for ``dim=0`` or the last
+    axis when ``v`` requires grad: torch then calls its fused ``_weight_norm_interface``.)
     """
     if dim == -1:
         return torch.linalg.vector_norm(v)
