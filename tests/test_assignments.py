@@ -188,6 +188,8 @@ def test_wrong_solution_loses_exactly_its_question_and_is_named(graded, name):
 def _solution_lines(master: Path) -> set[str]:
     lines, inside = set(), False
     for cell in _cells(master):
+        if cell["cell_type"] != "code":  # the raw "# BEGIN SOLUTION" cells frame a block
+            continue
         for line in _source(cell).splitlines():
             if line.strip() == "# BEGIN SOLUTION":
                 inside = True
