@@ -235,6 +235,30 @@ def test_chapter_follows_the_checklist(path):
     assert code.count("plt.show()") + code.count("nplot.") >= 2, "at least two figures"
 
 
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_exercise_has_a_collapsed_solution_and_code_solutions_assert(path):
+    """Each exercise label has one solution that names it and starts collapsed; a solution
+    written as executed code (solution-start ... solution-end) checks its result."""
+    cells = _notebook(path)["cells"]
+    markdown = "\n".join(_source(c) for c in cells if c["cell_type"] == "markdown")
+    labels = re.findall(r"```\{exercise\}.*?\n:label: (\S+)", markdown, re.S)
+    solved = re.findall(r"```\{solution(?:-start)?\} (\S+)\n:class: dropdown", markdown)
+    assert labels and sorted(labels) == sorted(solved), (labels, solved)
+    executed, inside, code = 0, False, ""
+    for cell in cells:
+        text = _source(cell)
+        if cell["cell_type"] == "code":
+            code += text if inside else ""
+            continue
+        for marker in re.findall(r"\{solution-(start|end)\}", text):  # in their order
+            if marker == "start":
+                inside, code = True, ""
+            else:
+                assert inside and "assert" in code, f"a coding solution with no assert: {code}"
+                inside, executed = False, executed + 1
+    assert not inside and executed >= 2, "at least two coding solutions run with the book"
+
+
 def test_exercise_labels_are_unique_across_the_book():
     labels = []
     for path in CHAPTERS:
