@@ -67,7 +67,7 @@ def fill_public_checks(student_notebook: Path) -> int:
 
 def build(name: str, master: Path, out: Path, *, run_tests: bool = True) -> Path:
     """Run ``otter assign`` for one master notebook into ``out/name``; return that folder."""
-    target = out / name
+    target = out.resolve() / name  # otter runs in the master's folder: no relative paths
     shutil.rmtree(target, ignore_errors=True)
     command = [_otter(), "assign", str(master), str(target)]
     if not run_tests:

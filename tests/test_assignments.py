@@ -244,3 +244,13 @@ def test_colab_cell_writes_the_public_checks_for_otter(built, name, tmp_path, mo
     written = {p.stem: p.read_text() for p in (tmp_path / "tests").glob("*.py")}
     assert written == public and len(written) >= 4
     assert not any("hidden=True" in text for text in written.values())
+
+
+def test_make_assignments_accepts_a_relative_output_folder(tmp_path, monkeypatch):
+    """`make assignments` passes `--out _build/assignments`; otter runs in the master's folder,
+    so a relative path must be resolved against the caller's folder first."""
+    monkeypatch.chdir(tmp_path)
+    build.main(["--out", "out", "--no-run-tests", "02_batch_norm"])
+    assert (tmp_path / "out/02_batch_norm/autograder/autograder.zip").is_file()
+    assert (tmp_path / "out/02_batch_norm/student/batch_norm.ipynb").is_file()
+    assert not list((ROOT / "assignments").glob("*/out"))
