@@ -24,8 +24,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _report import save  # benchmarks/_report.py (the script's own folder is on sys.path)
 from torch import Tensor, nn
 
 from normtut import normalization as nnorm
@@ -386,12 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         result = throughput(args)
         print_throughput(result)
-    result["torch"] = torch.__version__
-    result["machine"] = f"{platform.machine()}, {platform.processor() or platform.system()}"
-    result["command"] = " ".join(sys.argv)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-        print(f"saved {args.json}")
+    save(result, args.json)
 
 
 if __name__ == "__main__":
