@@ -312,14 +312,15 @@ def _compiled_call(
     ):
         return fn(*args, *consts)
     key = (fn.__name__, *consts, *(None if a is None else _signature(a) for a in args))
-    if key in _kernels:
-        _kernels.move_to_end(key)
-        kernel = _kernels[key]
-    else:
-        kernel = _kernels[key] = _compile_kernel(fn, args, consts)
-        if len(_kernels) > _KERNEL_CACHE_SIZE:
-            _kernels.popitem(last=False)
-    return fn(*args, *consts) if kernel is None else tuple(kernel(*tensors))
+    with torch.no_grad():  # an inference kernel, whoever calls the operator
+        if key in _kernels:
+            _kernels.move_to_end(key)
+            kernel = _kernels[key]
+        else:
+            kernel = _kernels[key] = _compile_kernel(fn, args, consts)
+            if len(_kernels) > _KERNEL_CACHE_SIZE:
+                _kernels.popitem(last=False)
+        return fn(*args, *consts) if kernel is None else tuple(kernel(*tensors))
 
 
 def _signature(t: Tensor) -> tuple:
