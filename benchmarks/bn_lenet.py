@@ -6,7 +6,11 @@ Throughput (default mode): training steps per second of the BN-LeNet of
 - ``torch``     ``torch.nn.BatchNorm2d``/``BatchNorm1d`` (eager),
 - ``normtut``   ``normtut.normalization.BatchNorm2d``/``BatchNorm1d`` (eager),
 - ``naive``     a d2l-style batch norm written from scratch with autograd (reference only),
-- ``torch+compile`` and ``normtut+compile``: the first two under ``torch.compile``.
+- ``torch+compile`` and ``normtut+compile``: the first two under ``torch.compile`` with
+  ``options={"layout_optimization": False}`` (``--compile-options tuned``, the default), and
+  ``...+compile[defaults]`` under inductor's defaults (``--compile-options defaults`` or
+  ``both``). On the CPU inductor stores every convolution output channels-last by default,
+  which costs more than it saves for BN-LeNet's 6 and 16 channels.
 
 The variants run *alternated* (torch, normtut, naive, ..., then again) for ``--rounds``
 rounds of ``--batches`` training steps on the same batches, and the median examples/s of each
@@ -39,6 +43,11 @@ from normtut.config import set_seed
 
 BATCH_SIZE = 256
 CLOCKS = ("wall", "cpu")
+# torch.compile's options per --compile-options choice: (variant suffix, inductor options)
+COMPILE_OPTIONS: dict[str, tuple[str, dict | None]] = {
+    "tuned": ("+compile", {"layout_optimization": False}),
+    "defaults": ("+compile[defaults]", None),
+}
 
 
 # --- a naive, d2l-style batch norm (for reference) -----------------------------------------
@@ -152,24 +161,26 @@ def throughput(args: argparse.Namespace) -> dict:
         nets[name] = net.train()
     steps = {name: make_step(net) for name, net in nets.items()}
     compile_error = None
-    if args.compile:
+    kinds = {"none": [], "both": ["tuned", "defaults"]}.get(args.compile, [args.compile])
+    for kind in kinds if compile_error is None else []:
+        suffix, options = COMPILE_OPTIONS[kind]
         for name in ("torch", "normtut"):
             if name not in variants:
                 continue
             net = BUILDERS[name]()
             net.load_state_dict(reference.state_dict())
             try:
-                compiled = torch.compile(net.train())
+                compiled = torch.compile(net.train(), options=options)
                 step = make_step(compiled)
                 start = time.perf_counter()
                 for X, y in batches[:3]:  # compile (forward and backward) before timing
                     step(X, y)
-                print(f"compiled {name} in {time.perf_counter() - start:.1f} s", flush=True)
+                print(f"compiled {name}{suffix} in {time.perf_counter() - start:.1f} s", flush=True)
             except Exception as exc:  # report the exact error, keep the eager numbers
                 compile_error = f"{type(exc).__name__}: {exc}"
                 print(f"torch.compile failed: {compile_error}", file=sys.stderr)
                 break
-            steps[f"{name}+compile"] = step
+            steps[name + suffix] = step
 
     for step in steps.values():  # warm-up: allocator, caches, first-call overheads
         run_steps(step, batches[: max(2, len(batches) // 4)])
@@ -191,10 +202,11 @@ def throughput(args: argparse.Namespace) -> dict:
     for clock in CLOCKS:
         m = median[clock]
         ratios[clock] = {f"{name} / torch": m[name] / m["torch"] for name in m}
-        if "normtut+compile" in m and "torch+compile" in m:
-            ratios[clock]["normtut+compile / torch+compile"] = (
-                m["normtut+compile"] / m["torch+compile"]
-            )
+        for suffix, _ in COMPILE_OPTIONS.values():
+            if f"normtut{suffix}" in m and f"torch{suffix}" in m:
+                ratios[clock][f"normtut{suffix} / torch{suffix}"] = (
+                    m[f"normtut{suffix}"] / m[f"torch{suffix}"]
+                )
     return {
         "mode": "throughput",
         "data": source,
@@ -205,6 +217,7 @@ def throughput(args: argparse.Namespace) -> dict:
         "examples_per_sec": rates,
         "median": median,
         "ratios": ratios,
+        "compile_options": {COMPILE_OPTIONS[k][0]: COMPILE_OPTIONS[k][1] for k in kinds},
         "compile_error": compile_error,
     }
 
@@ -215,20 +228,22 @@ def print_throughput(result: dict) -> None:
         f"{result['batch_size']}, {result['rounds']} alternated rounds x "
         f"{result['batches_per_round']} batches ({result['data']}); medians"
     )
-    header = f"{'variant':<18}{'ex/s (wall)':>12}{'vs torch':>10}{'ex/CPU-s':>12}{'vs torch':>10}"
+    header = f"{'variant':<26}{'ex/s (wall)':>12}{'vs torch':>10}{'ex/CPU-s':>12}{'vs torch':>10}"
     print(header)
     wall, cpu = result["median"]["wall"], result["median"]["cpu"]
     for name in wall:
         print(
-            f"{name:<18}{wall[name]:>12.0f}{wall[name] / wall['torch']:>9.2f}x"
+            f"{name:<26}{wall[name]:>12.0f}{wall[name] / wall['torch']:>9.2f}x"
             f"{cpu[name]:>12.0f}{cpu[name] / cpu['torch']:>9.2f}x"
         )
-    key = "normtut+compile / torch+compile"
-    if key in result["ratios"]["cpu"]:
-        print(
-            f"{key}: {result['ratios']['wall'][key]:.2f}x (wall), "
-            f"{result['ratios']['cpu'][key]:.2f}x (CPU time)"
-        )
+    for key in result["ratios"]["cpu"]:
+        if key.startswith("normtut+") and "/ torch+" in key:
+            print(
+                f"{key}: {result['ratios']['wall'][key]:.2f}x (wall), "
+                f"{result['ratios']['cpu'][key]:.2f}x (CPU time)"
+            )
+    for suffix, options in result["compile_options"].items():
+        print(f"*{suffix}: torch.compile(model, options={options})")
     if result["compile_error"]:
         print(f"torch.compile failed: {result['compile_error']}")
 
@@ -350,7 +365,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="eager variants to time (torch is always the reference)",
     )
     parser.add_argument(
-        "--no-compile", dest="compile", action="store_false", help="skip torch.compile"
+        "--compile-options",
+        dest="compile",
+        choices=["tuned", "defaults", "both", "none"],
+        default="tuned",
+        help="torch.compile variants: tuned (layout_optimization=False, the default), "
+        "inductor's defaults, both, or none",
+    )
+    parser.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_const",
+        const="none",
+        help="skip torch.compile (same as --compile-options none)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--accuracy", action="store_true", help="accuracy mode (slow)")

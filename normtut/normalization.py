@@ -48,8 +48,6 @@ Example::
 from __future__ import annotations
 
 import numbers
-import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -57,7 +55,6 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn import Parameter
-from torch.utils import _python_dispatch
 
 __all__ = [
     "BatchNormFunction",
@@ -178,16 +175,21 @@ class BatchNormFunction(torch.autograd.Function):
     writes :math:`\partial L/\partial x` into the buffer of the second. It is differentiable
     once: asking for a second derivative (``create_graph=True``, then ``backward`` again)
     raises a ``RuntimeError``.
+
+    Under ``torch.compile`` both halves are traced as written (``fullgraph=True`` works):
+    the compiled backward is this one, not autograd through the forward, and the compiler
+    fuses each half with its neighbours (the sigmoid and max-pool after it, their backward
+    before it). On the CPU, compile convolutional models with
+    ``options={"layout_optimization": False}``: by default inductor stores every convolution
+    output channels-last, and with BN-LeNet's 6 and 16 channels the conversions and
+    channels-last reductions cost more than they save (``benchmarks/README.md``).
     """
 
     @staticmethod
     def forward(
         ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
     ) -> tuple[Tensor, Tensor, Tensor]:
-        if _compiling():  # one opaque kernel for the compiler (see below)
-            y, mean, var, invstd = torch.ops.normtut.batch_norm_forward(x, weight, bias, eps)
-        else:
-            y, mean, var, invstd = _batch_norm_forward(x, weight, bias, eps)
+        y, mean, var, invstd = _batch_norm_forward(x, weight, bias, eps)
         ctx.save_for_backward(x, mean, invstd, weight)  # x_hat = (x - mu) r, recomputed
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.mark_non_differentiable(mean, var)
@@ -199,14 +201,9 @@ class BatchNormFunction(torch.autograd.Function):
         ctx: Any, grad_y: Tensor, _grad_mean: Tensor | None, _grad_var: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
         x, mean, invstd, weight = ctx.saved_tensors
-        if _compiling():
-            grad_x, dgamma, dbeta = torch.ops.normtut.batch_norm_backward(
-                grad_y, x, mean, invstd, weight
-            )
-        else:
-            grad_x, dgamma, dbeta = _batch_norm_backward(
-                grad_y, x, mean, invstd, weight, ctx.needs_input_grad[0]
-            )
+        grad_x, dgamma, dbeta = _batch_norm_backward(
+            grad_y, x, mean, invstd, weight, ctx.needs_input_grad[0]
+        )
         grad_w = grad_b = None
         if weight is not None and ctx.needs_input_grad[1]:
             grad_w = dgamma.to(weight.dtype)
@@ -267,112 +264,6 @@ def _batch_norm_backward(
     grad_x.mul_((scale * invstd * dgamma).div_(-m).view(shape))
     grad_x.addcmul_(g, scale.view(shape)).add_((scale * dbeta).div_(-m).view(shape))
     return grad_x.to(x.dtype), dgamma, dbeta
-
-
-# torch.compile: the two halves as custom operators, opaque to the compiler. Traced through,
-# they would be fused with their neighbours (max-pool and sigmoid backward), which inductor's
-# CPU code then recomputes inside each of the three reductions; as operators of their own,
-# the neighbours are computed once. Inside the operator, a large input runs the same
-# function compiled by inductor *on its own* (``_compiled_call``): the eager formula makes
-# about ten passes over the batch, the compiled one fuses them into a few kernels, twice as
-# fast on the CPU for BN-LeNet's convolutional layers. (torch.library.custom_op and
-# torch.compiler.is_compiling need torch 2.4; an older torch traces the plain functions.)
-_CUSTOM_OPS = hasattr(torch.library, "custom_op") and hasattr(torch.compiler, "is_compiling")
-
-
-def _compiling() -> bool:
-    return _CUSTOM_OPS and torch.compiler.is_compiling()
-
-
-# Kernels compiled for one argument signature each (shapes, strides, dtypes, devices, which
-# optional tensors are given, constants), least recently used dropped beyond the limit. On
-# the CPU a small input stays with the eager formula: below ~64k elements one fused kernel
-# gains nothing over a few vectorized passes. ``None`` marks a signature whose compilation
-# failed (no C++ compiler, a device inductor does not support): the eager formula runs.
-_KERNEL_MIN_NUMEL_CPU = 1 << 16
-_KERNEL_CACHE_SIZE = 32
-_kernels: OrderedDict[tuple, Callable[..., Any] | None] = OrderedDict()
-
-
-def _compiled_call(
-    fn: Callable[..., tuple[Tensor, ...]], args: tuple[Tensor | None, ...], *consts: Any
-) -> tuple[Tensor, ...]:
-    """``fn(*args, *consts)``, through an inductor kernel compiled for these arguments.
-
-    The function is traced to an aten graph (``make_fx`` with fake tensors) and compiled
-    with ``torch._inductor.compile``: no guards are evaluated when the kernel is called, so
-    a call costs what the kernel costs. Called only at run time, inside the custom operators.
-    """
-    x = args[0]
-    tensors = [a for a in args if a is not None]
-    if (
-        (x.device.type == "cpu" and x.numel() < _KERNEL_MIN_NUMEL_CPU)
-        or any(type(t) not in (Tensor, Parameter) for t in tensors)  # fake, subclasses
-        or _python_dispatch._get_current_dispatch_mode() is not None
-    ):
-        return fn(*args, *consts)
-    key = (fn.__name__, *consts, *(None if a is None else _signature(a) for a in args))
-    with torch.no_grad():  # an inference kernel, whoever calls the operator
-        if key in _kernels:
-            _kernels.move_to_end(key)
-            kernel = _kernels[key]
-        else:
-            kernel = _kernels[key] = _compile_kernel(fn, args, consts)
-            if len(_kernels) > _KERNEL_CACHE_SIZE:
-                _kernels.popitem(last=False)
-        return fn(*args, *consts) if kernel is None else tuple(kernel(*tensors))
-
-
-def _signature(t: Tensor) -> tuple:
-    return (t.shape, t.stride(), t.dtype, t.device)
-
-
-def _compile_kernel(
-    fn: Callable[..., tuple[Tensor, ...]], args: tuple[Tensor | None, ...], consts: tuple
-) -> Callable[..., Any] | None:
-    import torch._inductor
-    from torch.fx.experimental.proxy_tensor import make_fx
-
-    def traced(*tensors: Tensor) -> tuple[Tensor, ...]:
-        given = iter(tensors)
-        return fn(*(None if a is None else next(given) for a in args), *consts)
-
-    tensors = [a for a in args if a is not None]
-    try:
-        graph = make_fx(traced, tracing_mode="fake")(*tensors)
-        return torch._inductor.compile(graph, tensors)
-    except Exception as exc:  # the eager formula computes the same thing
-        warnings.warn(
-            f"normtut: compiling the batch-norm kernel failed ({type(exc).__name__}: {exc}); "
-            "the eager formula runs instead",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-
-
-if _CUSTOM_OPS:
-
-    @torch.library.custom_op("normtut::batch_norm_forward", mutates_args=())
-    def _batch_norm_forward_op(
-        x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return _compiled_call(_batch_norm_forward, (x, weight, bias), eps)
-
-    @_batch_norm_forward_op.register_fake
-    def _(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float):
-        stat = x.new_empty(x.shape[1], dtype=_opmath(x.dtype))
-        return torch.empty_like(x), stat, torch.empty_like(stat), torch.empty_like(stat)
-
-    @torch.library.custom_op("normtut::batch_norm_backward", mutates_args=())
-    def _batch_norm_backward_op(
-        grad_y: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        return _compiled_call(_batch_norm_backward, (grad_y, x, mean, invstd, weight))
-
-    @_batch_norm_backward_op.register_fake
-    def _(grad_y: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None):
-        return torch.empty_like(x), torch.empty_like(mean), torch.empty_like(mean)
 
 
 def _check_numel(name: str, t: Tensor | None, c: int) -> None:
