@@ -178,8 +178,8 @@ class BatchNormFunction(torch.autograd.Function):
 
     Under ``torch.compile`` both halves are traced as written (``fullgraph=True`` works):
     the compiled backward is this one, not autograd through the forward, and the compiler
-    fuses each half with its neighbours (the sigmoid and max-pool after it, their backward
-    before it). On the CPU, compile convolutional models with
+    fuses each half with its neighbours (in BN-LeNet: the sigmoid and max-pool that follow
+    the forward, and their backward). On the CPU, compile convolutional models with
     ``options={"layout_optimization": False}``: by default inductor stores every convolution
     output channels-last, and with BN-LeNet's 6 and 16 channels the conversions and
     channels-last reductions cost more than they save (``benchmarks/README.md``).
