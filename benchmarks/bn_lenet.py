@@ -162,7 +162,9 @@ def throughput(args: argparse.Namespace) -> dict:
     steps = {name: make_step(net) for name, net in nets.items()}
     compile_error = None
     kinds = {"none": [], "both": ["tuned", "defaults"]}.get(args.compile, [args.compile])
-    for kind in kinds if compile_error is None else []:
+    for kind in kinds:
+        if compile_error is not None:  # one failure is enough: report it, time eager only
+            break
         suffix, options = COMPILE_OPTIONS[kind]
         for name in ("torch", "normtut"):
             if name not in variants:

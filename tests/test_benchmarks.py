@@ -33,3 +33,20 @@ def test_bn_lenet_throughput_runs_and_saves_its_table(tmp_path, capsys):
     assert result["compile_options"] == {} and result["compile_error"] is None
     table = capsys.readouterr().out
     assert "normtut" in table and "vs torch" in table
+
+
+def test_bn_lenet_reports_a_failed_compile_once_and_keeps_the_eager_numbers(tmp_path, monkeypatch):
+    calls = []
+
+    def failing_compile(model, **kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(bn_lenet.torch, "compile", failing_compile)
+    out = tmp_path / "speed.json"
+    argv = ["--compile-options", "both", "--rounds", "1", "--batches", "2"]
+    bn_lenet.main([*argv, "--variants", "normtut", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert len(calls) == 1  # the defaults are not tried after the tuned compile failed
+    assert result["compile_error"] == "RuntimeError: no C++ compiler"
+    assert set(result["median"]["wall"]) == {"torch", "normtut"}
