@@ -58,14 +58,17 @@ notebooks: $(STAMP)
 # --- the book ---------------------------------------------------------------------------
 book: $(STAMP) $(MATHJAX_DIR)/tex-chtml.js
 	# MPLBACKEND=Agg in the environment would stop plt.show() from putting figures in the pages
+	# the execution cache keys on the notebooks only: drop it when normtut (or torch) changed
+	$(PY) book/_ext/package_cache.py check
 	env -u MPLBACKEND NORMTUT_QUICK=0 $(VENV)/bin/jupyter-book build -W -n --keep-going .
 	@test -f _build/html/index.html
+	$(PY) book/_ext/package_cache.py stamp
 	@echo "The book is in _build/html/index.html"
 
 browser: $(STAMP)
 	@test -f _build/html/index.html || { echo "run 'make book' first"; exit 1; }
 	rm -rf _build/screenshots
-	$(PY) -m pytest -q -m browser tests/test_book_browser.py $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m browser tests/test_book_browser.py tests/test_pages.py $(PYTEST_ARGS)
 
 # --- for instructors ----------------------------------------------------------------------
 # Student notebooks (no solutions, no hidden tests) and otter-grader autograder zips, one folder

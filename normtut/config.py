@@ -100,11 +100,12 @@ def set_seed(seed: int = 0, *, deterministic: bool = False) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def glue(name: str, value: Any, display: bool = True) -> Any:
+def glue(name: str, value: Any, display: bool = True) -> None:
     """Make ``value`` available to the book's prose as ``{glue:text}`name```.
 
     Inside the book build (myst-nb installed) this is ``myst_nb.glue``; elsewhere (Colab,
-    plain Jupyter) it just shows the value with its name. Returns ``value``.
+    plain Jupyter) it just shows the value with its name. Returns ``None``, so that a cell
+    whose last line is a ``glue(...)`` call shows no stray value in the page.
 
     NumPy scalars and one-element tensors are glued as Python numbers: myst-nb formats a
     glued value from its text form, and NumPy 2 writes ``np.float64(0.5)``, which a format
@@ -117,6 +118,6 @@ def glue(name: str, value: Any, display: bool = True) -> Any:
     except ImportError:  # Colab or a plain Jupyter server: no myst-nb
         if display:
             print(f"{name} = {value}")
-        return value
+        return None
     _glue(name, value, display=display)
-    return value
+    return None

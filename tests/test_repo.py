@@ -123,10 +123,13 @@ def test_toc_lists_every_chapter_and_every_file_exists():
     assert listed == {f"chapters/{p.stem}" for p in CHAPTERS}
 
 
-def test_chapter_names_are_numbered_in_reading_order():
+def test_chapter_files_are_numbered_once_each():
+    """The table of contents decides the reading order (and the numbers the reader sees); a
+    file keeps the number it was created with, so later chapters can be placed earlier in a part
+    without renaming every file after them. Each number is used once, with no gaps."""
     files = [f for f in _toc_files(TOC) if f.startswith("chapters/")]
     numbers = [int(Path(f).name.split("_")[0]) for f in files]
-    assert numbers == sorted(numbers) == list(range(1, len(files) + 1))
+    assert sorted(numbers) == list(range(1, len(files) + 1)), numbers
 
 
 def test_config_essentials():
@@ -306,3 +309,45 @@ def test_chapter_code_fits_the_page(path):
         if len(line) > MAX_CODE_LINE
     ]
     assert not long, f"{len(long)} code lines wider than {MAX_CODE_LINE}: {long[:3]}"
+
+
+def _package_cache():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "package_cache", ROOT / "book" / "_ext" / "package_cache.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_book_cache_is_dropped_when_the_package_changes(tmp_path):
+    """`make book` re-executes the chapters when normtut changes (the cache keys on cells)."""
+    pc = _package_cache()
+    root, build = tmp_path / "repo", tmp_path / "repo" / "_build"
+    (root / "normtut").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\n")
+    (root / "normtut" / "optim.py").write_text("LR = 0.1\n")
+    cache = build / ".jupyter_cache"
+    cache.mkdir(parents=True)
+    assert pc.check(root, build) is True and not cache.exists(), "no stamp yet: start afresh"
+    cache.mkdir()
+    pc.stamp(root, build)
+    assert pc.check(root, build) is False and cache.exists(), "unchanged package: keep it"
+    (root / "normtut" / "optim.py").write_text("LR = 0.2\n")
+    assert pc.check(root, build) is True and not cache.exists(), "changed package: drop it"
+    cache.mkdir()
+    pc.stamp(root, build)
+    (root / "normtut" / "new.py").write_text("")
+    assert pc.check(root, build) is True, "a new module counts too"
+
+
+def test_make_book_checks_and_stamps_the_cache():
+    recipe = (ROOT / "Makefile").read_text().split("\nbook:", 1)[1].split("\n\n", 1)[0]
+    check, build, stamp = (
+        recipe.index("package_cache.py check"),
+        recipe.index("jupyter-book build"),
+        recipe.index("package_cache.py stamp"),
+    )
+    assert check < build < stamp
