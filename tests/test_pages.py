@@ -218,3 +218,24 @@ def test_executed_chapter_outputs_read_cleanly(path):
         pytest.fail(f"{executed} is missing: run `make book` first")
     problems = page_problems(json.loads(executed.read_text()))
     assert not problems, f"{len(problems)} problems, e.g. {problems[:6]}"
+
+
+def test_the_book_merges_adjacent_streams_on_copies():
+    """myst-nb merged every stream of a cell into its first one in place, so the executed
+    notebook showed each line twice; our Sphinx extension merges adjacent runs on copies."""
+    import importlib.util
+
+    pytest.importorskip("myst_nb")
+    spec = importlib.util.spec_from_file_location(
+        "normtut_sphinx", ROOT / "book" / "_ext" / "normtut_sphinx.py"
+    )
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    figure = {"output_type": "display_data", "data": {"image/png": "...", "text/plain": "F"}}
+    outputs = [_stream("a\n"), _stream("b\n"), figure, _stream("c\n")]
+    before = json.dumps(outputs)
+    merged = ext.coalesce_adjacent_streams(outputs)
+    assert json.dumps(outputs) == before, "the cell's own outputs are left as executed"
+    assert [o.get("text") for o in merged] == ["a\nb\n", None, "c\n"], "text stays below figures"
+    cell = _code("f()", outputs)
+    assert page_problems({"cells": [cell]}) == []

@@ -3,9 +3,15 @@
 - Jupyter Book 1.x registers sphinx-thebe's inline configuration script twice, so every page
   declares ``const THEBE_JS_URL`` twice and the browser reports a SyntaxError. We drop exact
   duplicates from each page's script list.
+- myst-nb's ``nb_merge_streams`` merges every stream output of a cell into its first one, in
+  place: the executed notebook it then writes (``_build/jupyter_execute``, the page's download)
+  holds each line twice, and text printed after a figure moves above it. We merge only
+  *adjacent* streams, on copies.
 """
 
 from __future__ import annotations
+
+import copy
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree):
@@ -24,6 +30,32 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = unique
 
 
+def coalesce_adjacent_streams(outputs: list) -> list:
+    """Merge each run of consecutive stream outputs (myst-nb's rules within the run), leaving
+    the cell's own outputs untouched and the order of text and figures as executed."""
+    from myst_nb.core.utils import coalesce_streams
+
+    merged: list = []
+    run: list = []
+    for output in list(outputs or []) + [None]:
+        if output is not None and output.get("output_type") == "stream":
+            run.append(copy.deepcopy(output))
+            continue
+        if run:
+            merged.extend(coalesce_streams(run))
+            run = []
+        if output is not None:
+            merged.append(output)
+    return merged
+
+
+def _merge_streams_on_copies() -> None:
+    import myst_nb.core.render as render
+
+    render.coalesce_streams = coalesce_adjacent_streams
+
+
 def setup(app):
     app.connect("html-page-context", _dedupe_scripts)
+    _merge_streams_on_copies()
     return {"parallel_read_safe": True, "parallel_write_safe": True}
