@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Width of the text progress bar (characters) and seconds between its redraws.
-PROGRESS_NCOLS = 120
+PROGRESS_NCOLS = 80  # the code column of the rendered book
 PROGRESS_MININTERVAL = 1.0
 
 
@@ -294,13 +294,13 @@ class _DisplayBar(_Bar):
 
 
 def _progress_bar(total: int | None, desc: str) -> Any:
-    """In a Jupyter kernel a text bar that updates one display in place, else a text bar on
-    stdout.
+    """One text bar for a whole training run: in a Jupyter kernel it updates one display in
+    place, elsewhere it redraws one line of stdout.
 
     Not tqdm's widget bar, even where ipywidgets is installed: an executed notebook keeps a
     widget only as its text fallback (the bar at 0 %) unless the widget state is saved, so the
     rendered book would show empty bars. The display-updating bar looks the same live and
-    leaves its final state in the notebook.
+    leaves its final state in the notebook: one labelled line, at most ``PROGRESS_NCOLS`` wide.
     """
     options: dict[str, Any] = {
         "total": total,
@@ -309,20 +309,23 @@ def _progress_bar(total: int | None, desc: str) -> Any:
         "unit": "batch",
     }
     bar_class: type[_Bar] = _DisplayBar if _in_jupyter_kernel() else _Bar
+    known = "{desc}: {percentage:3.0f}%|{bar:10}| {elapsed}{postfix}"
     return bar_class(
         **options,
         file=sys.stdout,
         ncols=PROGRESS_NCOLS,
         mininterval=PROGRESS_MININTERVAL,
         miniters=1,
-        bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} "
-        "[{elapsed}<{remaining}{postfix}]",
+        bar_format=known if total else "{desc}: {elapsed}{postfix}",
     )
 
 
-def _metrics_text(loss: float, train_acc: float, test_acc: float | None = None) -> str:
-    text = f"loss {loss:.3f}, train acc {train_acc:.3f}"
-    return text if test_acc is None else f"{text}, test acc {test_acc:.3f}"
+def _bar_text(epoch: str, loss: float, acc: float, test_acc: float | None = None) -> str:
+    """The bar's postfix: the epoch and the training loss, then the test accuracy once known
+    (the train accuracy while it is not), short enough for an 80-column line."""
+    if test_acc is None:
+        return f"{epoch}, loss {loss:.3f}, train acc {acc:.3f}"
+    return f"{epoch}, loss {loss:.3f}, test acc {test_acc:.3f}"
 
 
 def _train_epoch(
@@ -332,6 +335,7 @@ def _train_epoch(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     bar: Any,
+    epoch: str = "",
 ) -> tuple[float, float, int]:
     """One pass over ``train_iter`` in train mode: (mean loss, accuracy, number of examples).
 
@@ -358,7 +362,7 @@ def _train_epoch(
         if bar is not None:
             if time.perf_counter() - last_postfix >= PROGRESS_MININTERVAL:
                 bar.set_postfix_str(
-                    _metrics_text(loss_sum.item() / n, correct.item() / n), refresh=False
+                    _bar_text(epoch, loss_sum.item() / n, correct.item() / n), refresh=False
                 )
                 last_postfix = time.perf_counter()
             bar.update(1)
@@ -380,6 +384,7 @@ def train(
     live_plot: bool = False,
     progress: bool = True,
     init: Callable[[nn.Module], None] | None = None,
+    label: str = "training",
 ) -> History:
     """Train a classifier for ``num_epochs`` epochs and return its :class:`History`.
 
@@ -395,7 +400,8 @@ def train(
         device: default :func:`try_gpu`; the net is moved there.
         live_plot: draw train loss, train acc and test acc per epoch in a live figure (kept in
             ``history.figure``).
-        progress: one progress bar per epoch (redrawn in place in Jupyter) and a summary line
+        progress: one progress bar for the whole run, labelled ``label`` (redrawn in place in
+            Jupyter; it shows the epoch, the loss and the last test accuracy) and a summary line
             at the end; ``False`` prints nothing.
         init: applied with ``net.apply(init)`` before the net is moved to ``device`` (so a seed
             gives the same initial weights on every device).
@@ -434,31 +440,34 @@ def train(
     except TypeError:
         num_batches = None
     width = len(str(num_epochs))
-    for epoch in range(num_epochs):
-        # The bar is updated by hand (not wrapped around train_iter) so that it is still open
-        # when the test accuracy is known and can show it in its final state.
-        desc = f"epoch {epoch + 1:{width}d}/{num_epochs}"
-        bar = _progress_bar(num_batches, desc) if progress else None
-        try:
+    total = num_batches * num_epochs if num_batches is not None else None
+    # The bar is updated by hand (not wrapped around train_iter) so that it can show the test
+    # accuracy of each epoch, and it stays open until the last one is known.
+    bar = _progress_bar(total, label) if progress and num_epochs else None
+    try:
+        for epoch in range(num_epochs):
+            epoch_text = f"epoch {epoch + 1:{width}d}/{num_epochs}"
             timer = Timer()
-            train_loss, train_acc, n = _train_epoch(net, train_iter, loss, optimizer, device, bar)
+            train_loss, train_acc, n = _train_epoch(
+                net, train_iter, loss, optimizer, device, bar, epoch_text
+            )
             seconds = timer.stop()
             test_acc = math.nan if test_iter is None else evaluate_accuracy(net, test_iter, device)
+            shown = None if test_iter is None else test_acc
             if bar is not None:
-                bar.set_postfix_str(_metrics_text(train_loss, train_acc, test_acc), refresh=False)
-        finally:
-            if bar is not None:
-                bar.close()
-
-        history.train_loss.append(train_loss)
-        history.train_acc.append(train_acc)
-        history.test_acc.append(test_acc)
-        history.epoch_time.append(seconds)
-        history.examples_per_sec.append(n / seconds if seconds > 0 else float("inf"))
-        history.num_examples += n
-        history.total_time += seconds
-        if live is not None:
-            live.add(epoch + 1, [train_loss, train_acc, None if test_iter is None else test_acc])
+                bar.set_postfix_str(_bar_text(epoch_text, train_loss, train_acc, shown))
+            history.train_loss.append(train_loss)
+            history.train_acc.append(train_acc)
+            history.test_acc.append(test_acc)
+            history.epoch_time.append(seconds)
+            history.examples_per_sec.append(n / seconds if seconds > 0 else float("inf"))
+            history.num_examples += n
+            history.total_time += seconds
+            if live is not None:
+                live.add(epoch + 1, [train_loss, train_acc, shown])
+    finally:
+        if bar is not None:
+            bar.close()
     if progress:
         print(history.summary(), flush=True)
     return history

@@ -260,18 +260,17 @@ def test_train_ch6_skips_parametrized_weights(blobs):
 
 def test_progress_goes_to_stdout_only(blobs, capfd):
     train_iter, test_iter = blobs
-    history = train.train(mlp(), train_iter, test_iter, 2, lr=0.2, device="cpu")
+    history = train.train(mlp(), train_iter, test_iter, 2, lr=0.2, device="cpu", label="MLP")
     out, err = capfd.readouterr()
     assert err == ""
     # what a stored notebook output keeps: the text after the last carriage return of a line
     lines = [line.rsplit("\r", 1)[-1] for line in out.rstrip("\n").split("\n")]
-    assert len(lines) == 3
-    for epoch, line in enumerate(lines[:2]):
-        assert line.startswith(f"epoch {epoch + 1}/2: 100%|")
-        assert "8/8" in line
-        assert f"test acc {history.test_acc[epoch]:.3f}" in line
-        assert len(line) <= train.PROGRESS_NCOLS
-    assert lines[2] == history.summary()
+    assert len(lines) == 2, "one bar for the whole run, then the summary"
+    bar = lines[0]
+    assert bar.startswith("MLP: 100%|"), bar
+    assert "epoch 2/2" in bar and f"test acc {history.test_acc[-1]:.3f}" in bar
+    assert len(bar) <= train.PROGRESS_NCOLS <= 80
+    assert lines[1] == history.summary()
 
 
 def test_progress_false_prints_nothing(blobs, capfd):
@@ -304,7 +303,7 @@ def test_progress_bar_closed_when_training_fails(blobs, capfd):
     with pytest.raises(RuntimeError, match="loss exploded"):
         train.train(mlp(), train_iter, None, 2, lr=0.1, loss=failing_loss, device="cpu")
     out, err = capfd.readouterr()
-    assert err == "" and out.count("epoch 1/2") >= 1 and out.endswith("\n")
+    assert err == "" and out.count("training: ") >= 1 and out.endswith("\n")
     assert "epoch 2/2" not in out
 
 
@@ -331,8 +330,9 @@ def test_progress_in_an_executed_notebook_keeps_the_final_state_only(tmp_path):
     outputs = nb.cells[0].outputs
     assert not [o for o in outputs if o.get("name") == "stderr"]
     bars = [o["data"]["text/plain"] for o in outputs if o["output_type"] == "display_data"]
-    assert len(bars) == 2, "one bar per epoch"
+    assert len(bars) == 1, "one bar per run"
     for bar in bars:
-        assert "\r" not in bar and "100%" in bar and "16/16" in bar
+        assert "\r" not in bar and "100%" in bar and "epoch 2/2" in bar and len(bar) <= 80
+        assert bar.startswith("training: ")
     text = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
     assert "\r" not in text and "examples/sec" in text
