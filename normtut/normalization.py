@@ -958,6 +958,12 @@ def lenet(
 __all__ += ["FrozenBatchNorm1d", "FrozenBatchNorm2d", "FrozenBatchNorm3d", "freeze_batch_norm"]
 
 
+def _freezable(module: nn.Module) -> bool:
+    """A batch norm of ours or of torch's (including SyncBatchNorm and the lazy ones)."""
+    ours = (BatchNorm1d, BatchNorm2d, BatchNorm3d)
+    return isinstance(module, (*ours, nn.modules.batchnorm._BatchNorm))
+
+
 class _FrozenBatchNorm(nn.Module):
     r"""Batch norm with fixed statistics and fixed affine parameters, all four of them buffers.
 
@@ -1049,7 +1055,7 @@ class _FrozenBatchNorm(nn.Module):
         without running statistics (``track_running_stats=False``) has nothing to freeze and
         raises ``ValueError``; a lazy one that has not seen an input raises too.
         """
-        if not _is_batch_norm(bn):
+        if not _freezable(bn):
             raise TypeError(
                 f"{cls.__name__}.from_batch_norm expects a batch norm, got {type(bn).__name__}"
             )
@@ -1153,7 +1159,7 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
     def convert(m: nn.Module, path: str) -> nn.Module:
         if id(m) in done:
             return done[id(m)]
-        if _is_batch_norm(m):
+        if _freezable(m):
             try:
                 new: nn.Module = _frozen_class(m).from_batch_norm(m)
             except ValueError as err:

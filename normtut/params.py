@@ -520,7 +520,9 @@ _NORM_TYPES: tuple[type[nn.Module], ...] = tuple(
         nn.GroupNorm,
         getattr(nn, "RMSNorm", None),  # torch >= 2.4
         nn.LocalResponseNorm,
-        _nnorm._NormBase,  # normtut's BatchNorm1d/2d/3d
+        _nnorm.BatchNorm1d,
+        _nnorm.BatchNorm2d,
+        _nnorm.BatchNorm3d,
         _nnorm.LayerNorm,
         _nnorm.GroupNorm,
         _nnorm.RMSNorm,
