@@ -950,3 +950,229 @@ def lenet(
         nn.Linear(120, 84), norm(bn1d, 84), nn.Sigmoid(),
         nn.Linear(84, 10),
     )  # fmt: skip
+
+
+# --- Frozen batch norm (fine-tuning) --------------------------------------------------------
+# Appended block: FrozenBatchNorm1d/2d/3d and freeze_batch_norm.
+
+__all__ += ["FrozenBatchNorm1d", "FrozenBatchNorm2d", "FrozenBatchNorm3d", "freeze_batch_norm"]
+
+
+def _freezable(module: nn.Module) -> bool:
+    """A batch norm of ours or of torch's (including SyncBatchNorm and the lazy ones)."""
+    ours = (BatchNorm1d, BatchNorm2d, BatchNorm3d)
+    return isinstance(module, (*ours, nn.modules.batchnorm._BatchNorm))
+
+
+class _FrozenBatchNorm(nn.Module):
+    r"""Batch norm with fixed statistics and fixed affine parameters, all four of them buffers.
+
+    .. math::
+        y = x \cdot s + (\beta - \hat\mu\, s), \qquad
+        s = \gamma \,/\, \sqrt{\hat\sigma^2 + \epsilon}
+
+    per channel, which is what a batch norm computes in eval mode. There is no training mode:
+    ``train()`` changes nothing, no statistic is updated and no buffer receives a gradient;
+    the gradient flows to the input only.
+    """
+
+    _dims: tuple[int, ...] = ()
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if (
+            not isinstance(num_features, numbers.Integral)
+            or isinstance(num_features, bool)
+            or num_features <= 0
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: num_features must be a positive int, got {num_features!r}"
+            )
+        if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or eps < 0:
+            raise ValueError(f"{type(self).__name__}: eps must be a number >= 0, got {eps!r}")
+        super().__init__()
+        self.eps = float(eps)
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.register_buffer("weight", torch.ones(num_features, **kw))
+        self.register_buffer("bias", torch.zeros(num_features, **kw))
+        self.register_buffer("running_mean", torch.zeros(num_features, **kw))
+        self.register_buffer("running_var", torch.ones(num_features, **kw))
+
+    @property
+    def num_features(self) -> int:
+        return self.weight.shape[0]
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # a batch norm's checkpoint carries a batch counter that a frozen layer has no use for
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() not in self._dims:
+            want = " or ".join(f"{d}D" for d in self._dims)
+            raise ValueError(f"expected {want} input (got {input.dim()}D input)")
+        if input.shape[1] != self.num_features:
+            raise RuntimeError(
+                f"{type(self).__name__}({self.num_features}) got an input with "
+                f"{input.shape[1]} channels (shape {tuple(input.shape)})"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input_dim(x)
+        shape = (1, -1) + (1,) * (x.dim() - 2)  # reshapes first, as torchvision does
+        w, b = self.weight.reshape(shape), self.bias.reshape(shape)
+        rv, rm = self.running_var.reshape(shape), self.running_mean.reshape(shape)
+        scale = w * (rv + self.eps).rsqrt()
+        bias = b - rm * scale
+        return x * scale + bias
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+    @classmethod
+    def from_batch_norm(cls, bn: nn.Module) -> _FrozenBatchNorm:
+        """A frozen copy of batch norm ``bn`` (``torch.nn``'s or normtut's) in its eval state.
+
+        The running statistics, ``eps`` and the affine parameters are copied (detached, same
+        device and dtype); without ``affine`` the weight is 1 and the bias 0. A batch norm
+        without running statistics (``track_running_stats=False``) has nothing to freeze and
+        raises ``ValueError``; a lazy one that has not seen an input raises too.
+        """
+        if not _freezable(bn):
+            raise TypeError(
+                f"{cls.__name__}.from_batch_norm expects a batch norm, got {type(bn).__name__}"
+            )
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError(
+                f"{cls.__name__}.from_batch_norm: {bn!r} has no running statistics "
+                "(track_running_stats=False), so there is nothing to freeze"
+            )
+        if isinstance(bn.running_mean, nn.parameter.UninitializedBuffer):
+            raise ValueError(
+                f"{cls.__name__}.from_batch_norm: {type(bn).__name__} is lazy and not "
+                "initialized yet; run one forward pass first"
+            )
+        rm = bn.running_mean
+        frozen = cls(rm.shape[0], eps=bn.eps, device=rm.device, dtype=rm.dtype)
+        with torch.no_grad():
+            frozen.running_mean.copy_(rm)
+            frozen.running_var.copy_(bn.running_var)
+            if bn.weight is not None:
+                frozen.weight.copy_(bn.weight)
+            if bn.bias is not None:
+                frozen.bias.copy_(bn.bias)
+        return frozen
+
+
+class FrozenBatchNorm1d(_FrozenBatchNorm):
+    """Frozen :class:`BatchNorm1d` for :math:`(N, C)` or :math:`(N, C, L)` inputs.
+
+    Same buffers and forward as :class:`FrozenBatchNorm2d`; torchvision has no 1-D version.
+    """
+
+    _dims = (2, 3)
+
+
+class FrozenBatchNorm2d(_FrozenBatchNorm):
+    r"""Batch norm with fixed statistics and affine parameters, for :math:`(N, C, H, W)` input.
+
+    A drop-in for ``torchvision.ops.FrozenBatchNorm2d(num_features, eps=1e-5)``: the same
+    buffers ``weight``, ``bias``, ``running_mean``, ``running_var`` (so the same
+    ``state_dict`` keys; checkpoints move both ways), the same forward
+
+    .. math::
+        y = x \cdot s + (\beta - \hat\mu\, s), \qquad s = \gamma \,(\hat\sigma^2 + \epsilon)^{-1/2},
+
+    and loading drops a batch norm's ``num_batches_tracked``, so a ``torch.nn.BatchNorm2d``
+    checkpoint loads with ``strict=True``. Nothing depends on ``self.training``: calling
+    ``model.train()`` leaves it frozen, which is its point in fine-tuning (detection models
+    train with batches of a few images, far too few for batch statistics). Build one from a
+    trained layer with :meth:`from_batch_norm`, or convert a whole model with
+    :func:`freeze_batch_norm`.
+
+    Example::
+
+        >>> bn = torch.nn.BatchNorm2d(3).eval()
+        >>> frozen = FrozenBatchNorm2d(3)
+        >>> frozen.load_state_dict(bn.state_dict())
+        <All keys matched successfully>
+        >>> x = torch.randn(2, 3, 4, 4)
+        >>> torch.allclose(frozen.train()(x), bn(x), atol=1e-6)
+        True
+    """
+
+    _dims = (4,)
+
+
+class FrozenBatchNorm3d(_FrozenBatchNorm):
+    """Frozen :class:`BatchNorm3d` for :math:`(N, C, D, H, W)` inputs (buffers as 2-D)."""
+
+    _dims = (5,)
+
+
+def _frozen_class(bn: nn.Module) -> type[_FrozenBatchNorm]:
+    tbn = nn.modules.batchnorm
+    if isinstance(bn, (BatchNorm1d, tbn.BatchNorm1d, tbn.LazyBatchNorm1d)):
+        return FrozenBatchNorm1d
+    if isinstance(bn, (BatchNorm3d, tbn.BatchNorm3d, tbn.LazyBatchNorm3d)):
+        return FrozenBatchNorm3d
+    return FrozenBatchNorm2d  # BatchNorm2d (ours, torch's) and SyncBatchNorm
+
+
+def freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """Replace every batch norm in ``module`` by its frozen twin, keeping statistics and affine.
+
+    ``BatchNorm1d``/``2d``/``3d`` (``torch.nn``'s and normtut's) become
+    :class:`FrozenBatchNorm1d`/``2d``/``3d`` built with :meth:`~FrozenBatchNorm2d.from_batch_norm`;
+    ``torch.nn.SyncBatchNorm``, which does not know its input's rank, becomes
+    :class:`FrozenBatchNorm2d` (the convolutional case; a 3-D input then fails loudly).
+    Other layers, including layer/group/RMS norms, are left alone. A batch norm reached under
+    several names (a shared module) is replaced by one frozen module everywhere.
+
+    The model is changed in place; the return value is ``module`` itself, or its frozen twin
+    when ``module`` is a batch norm (as ``nn.SyncBatchNorm.convert_sync_batchnorm``): always use
+    the return value. Build the optimizer *after* freezing: the affine parameters become
+    buffers and leave ``parameters()``. Raises ``ValueError`` (naming the layer) for a batch
+    norm without running statistics.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"freeze_batch_norm expects an nn.Module, got {type(module).__name__}")
+    done: dict[int, nn.Module] = {}
+
+    def convert(m: nn.Module, path: str) -> nn.Module:
+        if id(m) in done:
+            return done[id(m)]
+        if _freezable(m):
+            try:
+                new: nn.Module = _frozen_class(m).from_batch_norm(m)
+            except ValueError as err:
+                raise ValueError(f"freeze_batch_norm: layer {path or '(root)'!r}: {err}") from None
+        else:
+            new = m
+            for name, child in list(m._modules.items()):  # every name, shared too
+                if child is None:
+                    continue
+                frozen = convert(child, f"{path}.{name}" if path else name)
+                if frozen is not child:
+                    setattr(m, name, frozen)
+        done[id(m)] = new
+        return new
+
+    return convert(module, "")

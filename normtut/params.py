@@ -11,7 +11,10 @@ The helpers in this module answer the questions the first chapters keep asking:
   pass, with ``none`` for parameters whose ``.grad`` is still ``None``;
 - :func:`snapshot` and :func:`update_ratio` -- the update:data ratio
   :math:`\\lVert \\theta_{t+1} - \\theta_t \\rVert / \\lVert \\theta_t \\rVert` per parameter, a
-  quick health check of a learning rate (Karpathy's makemore lectures; CS231n).
+  quick health check of a learning rate (Karpathy's makemore lectures; CS231n);
+- :func:`param_groups` -- optimizer parameter groups with and without weight decay, chosen
+  by parameter name and layer type (biases and normalization layers get none by default),
+  each tied tensor once, with a table of what went where.
 
 Sharing is decided by object identity (``a is b``), never by equal values: two layers that
 happen to hold equal numbers are *copies*, they receive separate gradients and drift apart
@@ -30,8 +33,10 @@ Example::
 
 from __future__ import annotations
 
+import fnmatch
 import html
 import math
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,6 +44,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parameter import UninitializedTensorMixin
+from torch.nn.utils.parametrize import ParametrizationList
+
+from normtut import normalization as _nnorm
 
 __all__ = [
     "ParamRow",
@@ -51,6 +59,11 @@ __all__ = [
     "grad_stats",
     "snapshot",
     "update_ratio",
+    "DEFAULT_NO_DECAY",
+    "GroupRow",
+    "GroupTable",
+    "ParamGroups",
+    "param_groups",
 ]
 
 
@@ -493,3 +506,240 @@ def update_ratio(
         base = old64.norm().item()
         out[name] = step / base if base > 0 else (math.inf if step > 0 else 0.0)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizer parameter groups: weight decay by name and by layer type
+# --------------------------------------------------------------------------------------------
+
+_NORM_TYPES: tuple[type[nn.Module], ...] = tuple(
+    t
+    for t in (
+        nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm*, lazy
+        nn.LayerNorm,
+        nn.GroupNorm,
+        getattr(nn, "RMSNorm", None),  # torch >= 2.4
+        nn.LocalResponseNorm,
+        _nnorm.BatchNorm1d,
+        _nnorm.BatchNorm2d,
+        _nnorm.BatchNorm3d,
+        _nnorm.LayerNorm,
+        _nnorm.GroupNorm,
+        _nnorm.RMSNorm,
+    )
+    if t is not None
+)
+
+DEFAULT_NO_DECAY: tuple[type[nn.Module] | str, ...] = ("bias", *_NORM_TYPES)
+"""What :func:`param_groups` exempts from weight decay unless told otherwise: every parameter
+named ``bias`` and every parameter of a normalization layer (torch's and normtut's batch,
+instance, layer, group and RMS norms)."""
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """Where one parameter went: its first name, the other names of the same tensor (tied),
+    ``decay`` (``True``: the weight-decay group) and ``reason`` (the rule that exempted it,
+    ``""`` when it decays)."""
+
+    name: str
+    shape: tuple[int, ...] | None
+    numel: int
+    decay: bool
+    reason: str
+    shared_with: tuple[str, ...] = field(default_factory=tuple)
+
+
+class GroupTable(_Table):
+    """What went where in :func:`param_groups`: one row per tensor, under its first name."""
+
+    columns = ("name", "shape", "numel", "weight decay", "why")
+    _right = (False, False, True, True, False)
+    _what = "parameter"
+
+    def __init__(self, rows: Sequence[GroupRow], weight_decay: float, skipped: Sequence[str]):
+        super().__init__(rows)
+        self.weight_decay = weight_decay
+        self.skipped = list(skipped)  # names of frozen parameters left out
+
+    def _body(self) -> list[list[str]]:
+        out = []
+        for r in self.rows:
+            why = r.reason or "-"
+            if r.shared_with:
+                why += " (tied: " + ", ".join(r.shared_with) + ")"
+            wd = f"{self.weight_decay:g}" if r.decay else "0"
+            out.append([r.name, _fmt_shape(r.shape), f"{r.numel:,}", wd, why])
+        return out
+
+    def numel(self, decay: bool) -> int:
+        """Scalars in the decay group (``True``) or in the no-decay group (``False``)."""
+        return sum(r.numel for r in self.rows if r.decay == decay)
+
+    def footer(self) -> str:
+        n_dec = sum(r.decay for r in self.rows)
+        text = (
+            f"decay: {n_dec} tensors, {self.numel(True):,} scalars; "
+            f"no decay: {len(self.rows) - n_dec} tensors, {self.numel(False):,} scalars"
+        )
+        if self.skipped:
+            text += f"; {len(self.skipped)} frozen left out"
+        return text
+
+
+class ParamGroups(list):
+    """The list of group dicts that :func:`param_groups` returns, with its :attr:`table`.
+
+    It *is* a ``list`` of two dicts (decay group first), so it goes straight into any
+    ``torch.optim`` optimizer; ``print(groups.table)`` (or ``groups.table`` in a notebook)
+    shows where each parameter went.
+    """
+
+    table: GroupTable
+
+
+def _check_no_decay(no_decay: Any) -> tuple[list[type[nn.Module]], list[str]]:
+    if no_decay is None:
+        no_decay = DEFAULT_NO_DECAY
+    if isinstance(no_decay, (str, type)):
+        no_decay = (no_decay,)
+    try:
+        entries = list(no_decay)
+    except TypeError:
+        raise TypeError(
+            f"no_decay must be an iterable of layer types and name patterns, got {no_decay!r}"
+        ) from None
+    types, names = [], []
+    for e in entries:
+        if isinstance(e, str):
+            names.append(e)
+        elif isinstance(e, type) and issubclass(e, nn.Module):
+            types.append(e)
+        else:
+            raise TypeError(
+                "no_decay entries must be nn.Module subclasses or parameter-name patterns "
+                f"(str), got {e!r}"
+            )
+    return types, names
+
+
+def _owner_and_leaf(model: nn.Module, name: str) -> tuple[nn.Module, str, str]:
+    """The layer that holds parameter ``name``, the tensor's attribute name, and its logical
+    name: for ``0.parametrizations.weight.original`` that is layer ``0``, ``weight`` and
+    ``0.weight`` (a parametrized tensor belongs to the layer it parametrizes)."""
+    parts = name.split(".")
+    for i in range(len(parts) - 3, -1, -1):
+        if parts[i] == "parametrizations":
+            plist = model.get_submodule(".".join(parts[: i + 2]))
+            if isinstance(plist, ParametrizationList):
+                owner_path = ".".join(parts[:i])
+                logical = f"{owner_path}.{parts[i + 1]}" if owner_path else parts[i + 1]
+                return model.get_submodule(owner_path), parts[i + 1], logical
+    return model.get_submodule(".".join(parts[:-1])), parts[-1], name
+
+
+def _exemption(
+    model: nn.Module, name: str, types: Sequence[type[nn.Module]], patterns: Sequence[str]
+) -> str:
+    owner, leaf, logical = _owner_and_leaf(model, name)
+    for t in types:
+        if isinstance(owner, t):
+            return f"in {type(owner).__name__}"
+    for pat in patterns:
+        if any(fnmatch.fnmatchcase(s, pat) for s in (leaf, logical, name)):
+            return f"name {pat!r}"
+    return ""
+
+
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    no_decay: Sequence[type[nn.Module] | str] | None = DEFAULT_NO_DECAY,
+    *,
+    include_frozen: bool = False,
+    **options: Any,
+) -> ParamGroups:
+    r"""Optimizer parameter groups: decay ``weight_decay`` for weights, none for the exempt.
+
+    Returns a list of two group dicts, ``[{"params": decay, "weight_decay": weight_decay},
+    {"params": exempt, "weight_decay": 0.0}]``, each also holding ``"param_names"`` and the
+    extra ``options`` (``lr=...``, ``betas=...``), ready for ``torch.optim.AdamW(groups)``.
+    A parameter is exempt when
+
+    - the layer that holds it is an instance of a type in ``no_decay`` (default: every
+      normalization layer, torch's and normtut's, :data:`DEFAULT_NO_DECAY`), or
+    - its name matches a string in ``no_decay``: the attribute name (``"bias"``), the full
+      name (``"encoder.pos_embed"``) or a glob pattern (``"*.norm*.weight"``).
+
+    A parametrized tensor (``0.parametrizations.weight.original``) belongs to the layer it
+    parametrizes and is matched under its logical name (``0.weight``). A tied tensor is listed
+    once, under its first name, and is exempt if any of its names is. Parameters with
+    ``requires_grad=False`` are left out unless ``include_frozen=True``. The result's
+    ``.table`` shows what went where (:class:`GroupTable`).
+
+    Weight decay :math:`\theta \leftarrow \theta - \eta\lambda\theta` (decoupled, Loshchilov &
+    Hutter, 2019) pulls every decayed tensor toward 0; exempting biases and the
+    :math:`\gamma, \beta` of normalization layers is the "no bias decay" of He et al. (2019,
+    *Bag of Tricks*).
+
+    Example::
+
+        >>> net = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+        >>> groups = param_groups(net, weight_decay=0.1)
+        >>> [len(g["params"]) for g in groups]
+        [2, 4]
+        >>> opt = torch.optim.AdamW(groups, lr=1e-3)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"param_groups expects an nn.Module, got {type(model).__name__}")
+    if not isinstance(weight_decay, numbers.Real) or isinstance(weight_decay, bool):
+        raise TypeError(f"weight_decay must be a number, got {weight_decay!r}")
+    if not weight_decay >= 0.0:  # also rejects nan
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    reserved = {"params", "weight_decay", "param_names"} & set(options)
+    if reserved:
+        raise TypeError(f"param_groups sets {sorted(reserved)} itself; do not pass them")
+    types, patterns = _check_no_decay(no_decay)
+
+    names_of: dict[int, list[str]] = {}
+    tensor_of: dict[int, nn.Parameter] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names_of.setdefault(id(p), []).append(name)
+        tensor_of[id(p)] = p
+    decay: list[tuple[str, nn.Parameter]] = []
+    exempt: list[tuple[str, nn.Parameter]] = []
+    rows, skipped = [], []
+    for key, names in names_of.items():
+        p = tensor_of[key]
+        if not p.requires_grad and not include_frozen:
+            skipped.append(names[0])
+            continue
+        reasons = [r for r in (_exemption(model, n, types, patterns) for n in names) if r]
+        (exempt if reasons else decay).append((names[0], p))
+        lazy = isinstance(p, UninitializedTensorMixin)
+        rows.append(
+            GroupRow(
+                name=names[0],
+                shape=None if lazy else tuple(p.shape),
+                numel=0 if lazy else p.numel(),
+                decay=not reasons,
+                reason=reasons[0] if reasons else "",
+                shared_with=tuple(names[1:]),
+            )
+        )
+    if not rows:
+        raise ValueError(
+            f"param_groups: {type(model).__name__} has no trainable parameters"
+            + (f" ({len(skipped)} frozen; pass include_frozen=True)" if skipped else "")
+        )
+    groups = ParamGroups(
+        {
+            "params": [p for _, p in members],
+            "param_names": [n for n, _ in members],
+            "weight_decay": wd,
+            **options,
+        }
+        for members, wd in ((decay, float(weight_decay)), (exempt, 0.0))
+    )
+    groups.table = GroupTable(rows, float(weight_decay), skipped)
+    return groups
