@@ -66,27 +66,33 @@ def _worker(
     torch.set_num_threads(threads)
     out = io.StringIO()
     status, value = "ok", None
-    try:
-        port = conn.recv()
-        store = dist.TCPStore(
-            "127.0.0.1", port, world_size + 1, is_master=False, timeout=timedelta(seconds=timeout)
-        )
-        if backend == "nccl":
-            torch.cuda.set_device(rank)
-        dist.init_process_group(
-            backend,
-            store=store,
-            rank=rank,
-            world_size=world_size,
-            timeout=timedelta(seconds=timeout),
-        )
+    # everything this rank writes goes back to the parent: a forked child must not write to
+    # the notebook kernel's output streams
+    with redirect_stdout(out), redirect_stderr(out):
         try:
-            with redirect_stdout(out), redirect_stderr(out):
+            port = conn.recv()
+            store = dist.TCPStore(
+                "127.0.0.1",
+                port,
+                world_size + 1,
+                is_master=False,
+                timeout=timedelta(seconds=timeout),
+            )
+            if backend == "nccl":
+                torch.cuda.set_device(rank)
+            dist.init_process_group(
+                backend,
+                store=store,
+                rank=rank,
+                world_size=world_size,
+                timeout=timedelta(seconds=timeout),
+            )
+            try:
                 value = fn(rank, world_size, *args)
-        finally:
-            dist.destroy_process_group()
-    except BaseException:  # noqa: BLE001 - every failure goes back to the parent
-        status, value = "error", traceback.format_exc()
+            finally:
+                dist.destroy_process_group()
+        except BaseException:  # noqa: BLE001 - every failure goes back to the parent
+            status, value = "error", traceback.format_exc()
     # plain pickle, by value: torch's shared-memory reductions would need this process alive
     # until the parent has read the tensors
     try:
@@ -162,8 +168,12 @@ def run(
         )
         for conn in pipes:
             conn.send(store.port)
-        failed = None
-        while len(results) < world_size and failed is None:
+        failed, grace = None, None
+        while len(results) < world_size:
+            if failed is not None and grace is None:
+                grace = time.monotonic() + 1.0  # let the other ranks report their errors too
+            if grace is not None and time.monotonic() > grace:
+                break
             if time.monotonic() > deadline:
                 missing = [r for r in range(world_size) if r not in results]
                 raise TimeoutError(
@@ -177,7 +187,7 @@ def run(
                 except EOFError:
                     code = procs[rank].exitcode
                     results[rank] = ("error", f"rank {rank} died (exit code {code})", "")
-                if results[rank][0] == "error":
+                if results[rank][0] == "error" and failed is None:
                     failed = rank
             for rank, proc in enumerate(procs):
                 if rank not in results and not proc.is_alive() and not pipes[rank].poll():
@@ -186,13 +196,19 @@ def run(
                         f"rank {rank} exited with code {proc.exitcode} without a result",
                         "",
                     )
-                    failed = rank
+                    failed = rank if failed is None else failed
         if show_output:
             for rank in sorted(results):
                 for line in results[rank][2].splitlines():
                     print(f"[rank {rank}] {line}")
         if failed is not None:
-            raise RuntimeError(f"rank {failed} of {world_size} failed:\n{results[failed][1]}")
+            others = [
+                f"rank {r} also failed:\n{results[r][1]}"
+                for r in sorted(results)
+                if r != failed and results[r][0] == "error"
+            ]
+            details = "\n".join([results[failed][1], *others])
+            raise RuntimeError(f"rank {failed} of {world_size} failed:\n{details}")
         return [results[rank][1] for rank in range(world_size)]
     finally:
         for proc in procs:
@@ -270,7 +286,8 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         sum_dy = dyf.sum(dims)
         sum_dy_xhat = (dyf * xhat).sum(dims)
         C = sum_dy.numel()
-        both = _all_reduce(torch.cat([sum_dy, sum_dy_xhat]), ctx.group)  # the global sums
+        # the global sums of g and g * xhat, in one message
+        both = _all_reduce(torch.cat([sum_dy, sum_dy_xhat]), ctx.group)
         mean_dy, mean_dy_xhat = both[:C] / count, both[C:] / count
         scale = invstd if weight is None else weight * invstd
         dx = scale.view(shape) * (dyf - mean_dy.view(shape) - xhat * mean_dy_xhat.view(shape))
