@@ -27,7 +27,8 @@ singular value. Keller Jordan's coefficients :math:`(a, b, c) = (3.4445, -4.7750
 make :math:`\varphi` steep at 0 (:math:`\varphi'(0) = a`), so five steps take every singular
 value above about 1/200 of :math:`\lVert U\rVert_F` into roughly :math:`[0.7, 1.2]` (not
 exactly 1: speed over precision; ``tests/test_muon.py`` checks it). The iteration runs in
-bfloat16, on the wide orientation (:math:`A \le B`, so :math:`X X^\top` is the smaller Gram matrix), as torch's.
+bfloat16, on the wide orientation (:math:`A \le B`, so :math:`X X^\top` is the smaller Gram
+matrix), as torch's.
 
 ``adjust_lr_fn``: ``None``/``"original"`` scales the step by :math:`\sqrt{\max(1, A/B)}`
 (Jordan's); ``"match_rms_adamw"`` by :math:`0.2\sqrt{\max(A, B)}` (Liu et al.: an update with
