@@ -570,6 +570,7 @@ def batch_norm(
     _check_numel("weight", weight, c)
     _check_numel("bias", bias, c)
     _check_floating(input, "batch_norm")
+    c = input.size(1)  # a 1-D input fails here with torch's IndexError
     if training and (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must either both be None or neither be None")
     if torch.is_grad_enabled():
@@ -579,7 +580,6 @@ def batch_norm(
                     f"The function 'native_batch_norm' is not differentiable with respect to "
                     f"argument '{name}'. This input cannot have requires_grad True."
                 )
-    c = input.size(1)  # a 1-D input fails here with torch's IndexError
     _check_param_dtype(input, running_mean, running_var, weight, bias)
     w = weight.reshape(-1) if weight is not None else None
     b = bias.reshape(-1) if bias is not None else None
