@@ -175,9 +175,10 @@ class BatchNormFunction(torch.autograd.Function):
     :math:`\sum_i g_i (x_i-\mu)`. It is differentiable once: asking for a second derivative
     (``create_graph=True``, then ``backward`` again) raises a ``RuntimeError``.
 
-    **Transforms.** ``forward`` takes no ``ctx`` (``setup_context`` fills it) and both halves
-    write only into tensors they created from every operand, so ``torch.func.vmap`` can
-    batch them (``generate_vmap_rule``): per-sample gradients, batched gradients
+    **Transforms.** ``forward`` takes no ``ctx`` (``setup_context`` fills it). In plain
+    eager mode each half writes into one buffer of its own; under a ``torch.func`` transform
+    or a batched backward the same operations run out of place, so ``torch.func.vmap`` can
+    batch them (``generate_vmap_rule``): ensembles, per-sample gradients, batched gradients
     (``is_grads_batched=True``, ``gradcheck(..., check_batched_grad=True)``). Forward-mode AD
     (``torch.func.jvp``, ``torch.autograd.forward_ad``) is the ``jvp`` of the subclass that
     :func:`batch_norm` uses in eager mode: with :math:`\dot x` the tangent of :math:`x` and
@@ -297,7 +298,7 @@ def _batch_norm_forward(
     mean = xf.mean(dims)
     y = torch.sub(xf, mean.view(shape))  # x - mean, rounded mean
     delta = y.mean(dims)  # the rounding error of the first mean
-    var = y.square_().mean(dims).sub_(delta * delta)  # biased variance sigma^2
+    var = y.mul_(y).mean(dims).sub_(delta * delta)  # biased variance sigma^2 (y * y)
     mean = mean + delta  # mu
     invstd = torch.rsqrt(var + eps)  # r = 1 / sqrt(sigma^2 + eps)
     scale = invstd if weight is None else invstd * weight.to(xf.dtype)  # gamma r
@@ -339,11 +340,12 @@ def _batch_norm_backward(
     # dx = gamma r g - (gamma r dgamma / m) x_hat - gamma r dbeta / m, with x_hat = (x - mu) r;
     # (x - mu) is recomputed rather than x r - mu r, which loses digits when |mu| >> sigma
     k1 = (scale * invstd * dgamma).div_(-m).view(shape)
+    k0 = (scale * dbeta).div_(-m).view(shape)
     if in_place:
         grad_x = torch.sub(xf, mean.view(shape), out=buf).mul_(k1)
-    else:  # x_mu * k1 has every operand's batch dimensions: the rest may be in place
-        grad_x = x_mu * k1
-    grad_x.addcmul_(g, scale.view(shape)).add_((scale * dbeta).div_(-m).view(shape))
+        grad_x.addcmul_(g, scale.view(shape)).add_(k0)
+    else:  # the same operations out of place (see _in_place_ok)
+        grad_x = x_mu * k1 + g * scale.view(shape) + k0
     return grad_x.to(x.dtype), dgamma, dbeta
 
 
@@ -451,13 +453,14 @@ class _BatchNormEval(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = (g * scale.view(shape)).to(x.dtype)
             grad_x = grad_x.contiguous(memory_format=ctx.memory_format)  # torch's layout
+        dshift = g.sum(dims)  # dL/dt
         if weight is not None and ctx.needs_input_grad[3]:
-            x_hat = (x.to(dtype) - running_mean.reshape(-1).to(dtype).view(shape)) * invstd.view(
-                shape
-            )
-            grad_w = (g * x_hat).sum(dims).to(weight.dtype).view(weight.shape)
+            # dL/dgamma = sum g x_hat = r (sum g x - mu-hat sum g): dL/ds r + dL/dt (-mu-hat r)
+            dscale = (g * x.to(dtype)).sum(dims)
+            running = running_mean.reshape(-1).to(dtype)
+            grad_w = ((dscale - running * dshift) * invstd).to(weight.dtype).view(weight.shape)
         if ctx.bias_dtype is not None and ctx.needs_input_grad[4]:
-            grad_b = g.sum(dims).to(ctx.bias_dtype)
+            grad_b = dshift.to(ctx.bias_dtype)
         return grad_x, None, None, grad_w, grad_b, None
 
 
