@@ -30,6 +30,11 @@ statistics,
   :math:`y_i = \gamma_i x_i / \sqrt{\frac{1}{m}\sum_j x_j^2 + \epsilon}`. :func:`rms_norm`,
   :class:`RMSNorm`.
 
+The batch norms run under ``torch.func`` transforms (``vmap``, ``grad``, ``jvp``) where
+torch's do, and under forward-mode AD; they keep torch's memory formats and handle empty
+batches as torch does. They subclass torch's private ``_BatchNorm`` only so that torch's
+tools for batch norms (``torch.optim.swa_utils.update_bn``, ...) recognize them.
+
 :func:`update_bn` recomputes the running statistics of a trained network (ours and torch's
 batch norms alike). :func:`lenet` builds the LeNet of *Dive into Deep Learning*'s
 batch-normalization chapter with any batch-norm classes (ours, ``torch.nn``'s, or none).
@@ -936,7 +941,8 @@ def layer_norm(
 
     with mean and biased variance over the normalized axes of each example, and
     :math:`\gamma`, :math:`\beta` of shape ``normalized_shape`` (elementwise). The same in
-    training and evaluation. Ba, Kiros & Hinton (2016), "Layer Normalization".
+    training and evaluation; the output is contiguous, as torch's, whatever the input's
+    memory format. Ba, Kiros & Hinton (2016), "Layer Normalization".
     """
     shape = _check_normalized(input, normalized_shape, weight, bias, sep=", ")
     _check_floating(input, "layer_norm")
@@ -1020,7 +1026,11 @@ def group_norm(
         \qquad g = \lfloor c / (C/G) \rfloor .
 
     ``G = 1`` is layer norm over :math:`(C, *)` with per-channel affine; ``G = C`` is instance
-    norm. Wu & He (2018), "Group Normalization".
+    norm. As torch's: a channels-last input gives a channels-last output (and input
+    gradient, for an output gradient laid out like the output), an empty batch an empty
+    output and zero gradients. One difference: with no values per group (a zero-size
+    spatial axis) the ``weight`` gradient is 0 where torch 2.13's is NaN. Wu & He (2018),
+    "Group Normalization".
     """
     if input.dim() < 2:
         raise RuntimeError(
@@ -1135,7 +1145,9 @@ def rms_norm(
 
     No centring and no bias. ``eps=None`` means the machine epsilon of the computation
     type, ``torch.finfo(dtype).eps``, where float16/bfloat16 inputs compute in float32 (as
-    torch does). Zhang & Sennrich (2019), "Root Mean Square Layer Normalization".
+    torch does). Complex inputs compute as torch's do, with :math:`x^2` (not
+    :math:`|x|^2`) and the machine epsilon of the real dtype. Zhang & Sennrich (2019), "Root
+    Mean Square Layer Normalization".
     """
     shape = _check_normalized(input, normalized_shape, weight, None, sep="")
     if not input.is_complex():  # complex inputs compute as torch's: x^2, not |x|^2
