@@ -1207,3 +1207,15 @@ def test_batchnorms_are_torchs_batchnorm_for_tools_but_run_our_code(dim):
     assert ours.running_mean is None and not ours.track_running_stats
     y = ours.eval()(torch.randn(BN_SHAPES[dim]))  # batch statistics from now on
     close(y.mean((0, *range(2, y.dim()))), torch.zeros(3), torch.float32)
+
+
+def test_groupnorm_without_values_per_group_documented_difference():
+    """A zero-size spatial axis: both give an empty output; torch 2.13's weight gradient is
+    NaN (0 / 0 statistics), ours is 0 (the sum over no values), as documented."""
+    grads = []
+    for module in (nnorm.GroupNorm(2, 4), nn.GroupNorm(2, 4)):
+        x = torch.randn(2, 4, 0, requires_grad=True)
+        module(x).sum().backward()
+        grads.append(module.weight.grad)
+    assert torch.equal(grads[0], torch.zeros(4))
+    assert grads[1].isnan().all() or torch.equal(grads[1], torch.zeros(4))  # a later torch
