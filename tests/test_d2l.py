@@ -64,16 +64,22 @@ def fashion_dir():
     return folder
 
 
+class DownloadAttempt(AssertionError):
+    pass
+
+
+def _no_download(url, *args, **kwargs):
+    raise DownloadAttempt(f"torchvision tried to download {url}")
+
+
+def _tv_mnist():
+    return importlib.import_module("torchvision.datasets.mnist")  # where FashionMNIST downloads
+
+
 @pytest.fixture
 def offline_d2l(d2l, fashion_dir, tmp_path, monkeypatch):
     """d2l with its loader reading ``../data`` prepared from the local copy; no download."""
-    from torchvision.datasets import utils as tv_utils
-
-    def no_download(*args, **kwargs):
-        raise AssertionError(f"torchvision tried to download {args[:1]}")
-
-    monkeypatch.setattr(tv_utils, "download_url", no_download)
-    monkeypatch.setattr(tv_utils, "download_and_extract_archive", no_download)
+    monkeypatch.setattr(_tv_mnist(), "download_and_extract_archive", _no_download)
     monkeypatch.setattr(d2l, "get_dataloader_workers", lambda: 0)  # d2l's 4 workers: slow here
     work = tmp_path / "work"
     work.mkdir()
@@ -175,6 +181,29 @@ def test_normtut_train_ch6_equals_d2l_train_ch6(offline_d2l):
 
 
 # --- data: d2l's loader against normtut's ---------------------------------------------------
+
+
+def test_debian_gz_files_make_torchvision_download(d2l, fashion_dir, tmp_path, monkeypatch):
+    """Why the helper exists: torchvision rejects Debian's re-compressed .gz (not its MD5)."""
+    from torchvision.datasets import FashionMNIST
+    from torchvision.datasets.utils import check_integrity
+
+    gz = [fashion_dir / f"{name}.gz" for name in data._ALL_NAMES]
+    if not all(path.is_file() for path in gz):
+        pytest.skip(f"{fashion_dir} holds no .gz files")
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in gz:
+        (raw / path.name).write_bytes(path.read_bytes())
+    md5_ok = [check_integrity(str(raw / f), md5) for f, md5 in FashionMNIST.resources]
+    if all(md5_ok):
+        pytest.skip("this copy has the official MD5s: torchvision accepts it as it is")
+    monkeypatch.setattr(_tv_mnist(), "download_and_extract_archive", _no_download)
+    with pytest.raises(DownloadAttempt):
+        FashionMNIST(str(tmp_path), train=False, download=True)
+    data.prepare_torchvision_fashion_mnist(tmp_path, source=fashion_dir, download=False)
+    assert len(FashionMNIST(str(tmp_path), train=False, download=True)) == 10000
+
 
 
 def test_same_data_as_d2l_loader(offline_d2l):
