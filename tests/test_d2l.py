@@ -41,12 +41,18 @@ def _unavailable(message: str) -> None:
     pytest.skip(message)
 
 
+def what_is_missing(find_spec=importlib.util.find_spec) -> str | None:
+    """Which of d2l and torchvision is not installed, as a sentence; ``None`` if both are."""
+    missing = [name for name in ("d2l", "torchvision") if find_spec(name) is None]
+    return f"needs {' and '.join(missing)}, not installed here; {HOW}" if missing else None
+
+
 @pytest.fixture(scope="module")
 def d2l():
     """``d2l.torch``, or a skip (a failure under ``make d2l-check``) naming what is missing."""
-    missing = [name for name in ("d2l", "torchvision") if importlib.util.find_spec(name) is None]
+    missing = what_is_missing()
     if missing:
-        _unavailable(f"needs {' and '.join(missing)}, not installed here; {HOW}")
+        _unavailable(missing)
     try:
         return importlib.import_module("d2l.torch")
     except ImportError as err:  # d2l and torchvision are there, one of d2l's imports is not
@@ -110,6 +116,16 @@ def max_state_gap(a: nn.Module, b: nn.Module) -> float:
 
 
 # --- the environment ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("absent", "named"),
+    [({"d2l"}, "needs d2l,"), ({"torchvision"}, "needs torchvision,"),
+     ({"d2l", "torchvision"}, "needs d2l and torchvision,"), (set(), None)],
+)  # fmt: skip
+def test_skip_message_names_what_is_missing(absent, named):
+    message = what_is_missing(lambda name: None if name in absent else object())
+    assert (message is None) if named is None else message.startswith(named)
 
 
 def test_versions_are_the_ones_checked(d2l):
@@ -266,10 +282,11 @@ def test_synthetic_data_and_load_array_agree(d2l):
     X2, y2 = data.synthetic_data(w, b, 100)
     assert torch.equal(X1, X2)
     torch.testing.assert_close(y1, y2)
-    (Xa, ya), (Xb, yb) = next(iter(d2l.load_array((X1, y1), 10, is_train=False))), next(
-        iter(data.load_array((X2, y2), 10, is_train=False))
-    )
-    assert torch.equal(Xa, Xb) and Xa.shape == (10, 2) and ya.shape == yb.shape == (10, 1)
+    theirs = list(d2l.load_array((X1, y1), 10, is_train=False))
+    ours = list(data.load_array((X1, y1), 10, is_train=False))
+    assert len(theirs) == len(ours) == 10
+    for (Xa, ya), (Xb, yb) in zip(theirs, ours, strict=True):
+        assert torch.equal(Xa, Xb) and torch.equal(ya, yb) and Xa.shape == (10, 2)
 
 
 # --- the seed post's two BN-LeNet programs, run as written with normtut's layers -------------
