@@ -845,36 +845,6 @@ def test_lenet_torch_checkpoint_into_normtut_gives_identical_outputs():
     close(ours(x), theirs(x))
 
 
-# --- d2l interoperability ------------------------------------------------------------------
-
-
-def test_drops_into_d2l_train_ch6(monkeypatch):
-    d2l = pytest.importorskip(
-        "d2l.torch", reason="d2l.torch needs torchvision, which has no CPU build here"
-    )
-    from normtut import data
-    from normtut.train import evaluate_accuracy
-
-    def no_download(*args, **kwargs):
-        raise AssertionError("d2l's loader would download Fashion-MNIST")
-
-    monkeypatch.setattr(d2l, "load_data_fashion_mnist", no_download)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    if data.locate_fashion_mnist() is None:
-        pytest.skip("no local copy of Fashion-MNIST")
-    images, labels = data.load_fashion_mnist_arrays(train=True, download=False)
-    X = torch.tensor(images[:5120]).unsqueeze(1).float().div_(255)
-    y = torch.tensor(labels[:5120])
-    torch.manual_seed(0)
-    train_iter = data.load_array((X[:4096], y[:4096]), 256)
-    test_iter = data.load_array((X[4096:], y[4096:]), 256, is_train=False)
-    net = nnorm.lenet(nnorm.BatchNorm2d, nnorm.BatchNorm1d)
-    d2l.train_ch6(net, train_iter, test_iter, 1, 1.0, torch.device("cpu"))
-    assert net[1].num_batches_tracked.item() == len(train_iter)
-    assert not torch.equal(net[1].running_mean, torch.zeros(6))
-    assert evaluate_accuracy(net, test_iter) > 0.5
-
-
 # --- where torch's own tests probe: empty batches, 1-D input, memory format, complex -------
 
 BN_SHAPES = {1: (4, 3, 5), 2: (4, 3, 2, 3), 3: (2, 3, 2, 2, 3)}
