@@ -336,7 +336,7 @@ OTTER_CHEATS = {
     "patch_checker": ("q1_forward", "expected"),
     "rewrite_tests": ("q1_forward", "expected"),
     "patch_otter": ("q1_forward", "expected"),
-    "read_disk": ("q1_forward", "PermissionError: not available while grading: open"),
+    "read_disk": ("q1_forward", "PermissionError: not available while grading"),
     "detached": ("q1_forward", "expected"),
     "loop": ("q3_eval", "time limit"),
 }
@@ -356,7 +356,7 @@ def test_a_detached_process_cannot_rewrite_results_afterwards(graded):
     result = graded[("cheat", "detached")]
     time.sleep(6)  # the cheat's daemon, had it started, would write after 4 s
     assert result["path"].read_bytes() == result["raw"]
-    assert "fork" in result["tests"]["q1_forward"]["output"] or result["tests"]["q1_forward"]
+    assert result["tests"]["q1_forward"]["score"] == 0
 
 
 def test_an_infinite_loop_costs_its_time_limit_not_the_submission(graded):

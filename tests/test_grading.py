@@ -260,3 +260,14 @@ def test_the_one_feedback_setting_sets_otters_visibility(feedback, show_hidden, 
     assert (config.show_hidden, config.show_all_public) == (show_hidden, show_all_public)
     with pytest.raises(ValueError, match="feedback must be one of"):
         plugin.SandboxPlugin("x.ipynb", {}, {"assignment": "batch_norm", "feedback": "soon"})
+
+
+def test_a_submitted_otter_log_is_deleted_before_otter_unpickles_it(tmp_path):
+    from types import SimpleNamespace
+
+    from autograder import plugin
+
+    (tmp_path / ".OTTER_LOG").write_bytes(b"not a pickle you want to load")
+    real = plugin.SandboxPlugin(str(tmp_path / "x.ipynb"), {}, {"assignment": "batch_norm"})
+    real.before_grading(SimpleNamespace(show_hidden=None, show_all_public=None))
+    assert not (tmp_path / ".OTTER_LOG").exists()

@@ -3,7 +3,8 @@
 otter loads it through ``normtut.grading.SandboxPlugin`` (listed under ``generate: plugins``
 in each master notebook's assignment config), in the grading process itself:
 
-* ``before_grading``: applies the one feedback setting (``feedback:`` in the plugin's config,
+* ``before_grading``: deletes a submitted ``.OTTER_LOG`` (otter would unpickle it in its own
+  process), and applies the one feedback setting (``feedback:`` in the plugin's config,
   see the instructors' guide) to otter's Gradescope visibility;
 * ``before_execution``: keeps a copy of the submitted notebook and hands otter's kernel an
   empty one -- no line of the student's code runs in otter's kernel or in this process;
@@ -43,6 +44,11 @@ class SandboxPlugin:
         self.seed: int | None = None
 
     def before_grading(self, ag_config: Any) -> None:
+        # otter unpickles (dill) a submitted .OTTER_LOG in its own process: never let it
+        log = Path(self.submission_path).resolve().parent / ".OTTER_LOG"
+        if log.is_file() or log.is_symlink():
+            log.unlink()
+        ag_config.grade_from_log = False
         ag_config.show_hidden = self.feedback != "hidden"
         ag_config.show_all_public = self.feedback == "immediately"
 
