@@ -200,20 +200,21 @@ exception_test.ExceptionTestFile.run = lambda self, env: None
 
 READ_DISK = """\
 import glob
+import json
 
 
 def batch_norm_train(x, gamma, beta, eps=1e-5):
-    # read the instructor's solution (and the hidden tests) from disk, run their code
-    for path in glob.glob({root!r} + "/**/autograder/batch_norm.ipynb", recursive=True):
-        import json
-        for cell in json.load(open(path))["cells"]:
-            source = "".join(cell["source"])
-            if source.startswith("def batch_norm_train("):
-                scope = {{"torch": torch}}
-                exec(source, scope)
-                return scope["batch_norm_train"](x, gamma, beta, eps)
-    for path in glob.glob("../source/**/*.py", recursive=True):
-        open(path).read()
+    # the hidden tests and the grader, found on disk during grading ...
+    found = glob.glob("../source/**/*.py", recursive=True) + glob.glob("tests/*.py")
+    # ... and the instructor's solution, at a path the student guessed
+    with open({solution!r}) as f:
+        cells = json.load(f)["cells"]
+    for cell in cells:
+        source = "".join(cell["source"])
+        if source.startswith("def batch_norm_train("):
+            scope = {{"torch": torch}}
+            exec(source, scope)
+            return scope["batch_norm_train"](x, gamma, beta, eps)
     return x
 """
 
@@ -257,7 +258,9 @@ def _otter_jobs(built: Path, work: Path) -> dict[tuple[str, str], tuple[Path, Pa
         "patch_checker": _notebook(solution, {"batch_norm_train": BN_WRONG}, PATCH_CHECKER),
         "rewrite_tests": _notebook(solution, {"batch_norm_train": BN_WRONG}, REWRITE_TESTS),
         "patch_otter": _notebook(solution, {"batch_norm_train": BN_WRONG}, PATCH_OTTER),
-        "read_disk": _notebook(solution, {"batch_norm_train": READ_DISK.format(root=str(built))}),
+        "read_disk": _notebook(
+            solution, {"batch_norm_train": READ_DISK.format(solution=str(solution))}
+        ),
         "detached": _notebook(
             solution,
             {"batch_norm_train": BN_WRONG},
@@ -336,7 +339,7 @@ OTTER_CHEATS = {
     "patch_checker": ("q1_forward", "expected"),
     "rewrite_tests": ("q1_forward", "expected"),
     "patch_otter": ("q1_forward", "expected"),
-    "read_disk": ("q1_forward", "PermissionError: not available while grading"),
+    "read_disk": ("q1_forward", "raised PermissionError: not available while grading: open"),
     "detached": ("q1_forward", "expected"),
     "loop": ("q3_eval", "time limit"),
 }
@@ -644,7 +647,8 @@ def _grader_lines() -> set[str]:
 
 @pytest.mark.parametrize("name", MASTERS)
 def test_student_files_hold_no_solution_no_hidden_test_and_no_grader(built, name):
-    secrets = _solution_lines(MASTERS[name]) | _grader_lines()
+    public = "\n".join(sum(build.public_checks(MASTERS[name]).values(), []))
+    secrets = {s for s in _solution_lines(MASTERS[name]) | _grader_lines() if s not in public}
     assert len(secrets) > 100, "the leak check must have something to look for"
     student_files = [p for p in (built / name / "student").rglob("*") if p.is_file()]
     assert student_files

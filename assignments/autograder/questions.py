@@ -37,13 +37,15 @@ class Rule:
     modules, ``torch.Tensor``, ``torch._C``) replaced by tripwires in the student's process and
     looked for by the static check; ``ops``: ATen operator names refused at dispatch;
     ``modules``: torch modules whose every callable is replaced; ``autograd``: the call runs
-    under ``no_grad`` and any result that requires grad breaks the rule."""
+    under ``no_grad`` and any result that requires grad breaks the rule; ``static``: more
+    names the static check looks for."""
 
     name: str
     attrs: str = ""
     ops: str = ""
     modules: tuple[str, ...] = ()
     autograd: bool = False
+    static: str = ""  # more names for the static check only
 
     def to_job(self) -> dict[str, Any]:
         return {"name": self.name, "attrs": self.attrs, "ops": self.ops, "modules": self.modules}
@@ -76,8 +78,11 @@ def _pick(gen: torch.Generator, low: int, high: int) -> int:
 
 _NORMS = (
     r"batch_norm|batchnorm|BatchNorm[123]d|_BatchNorm|_NormBase|SyncBatchNorm|"
-    r"LazyBatchNorm[123]d|native_batch_norm|_native_batch_norm_legit\w*|_batch_norm\w*|"
-    r"cudnn_batch_norm\w*|miopen_batch_norm\w*|batch_norm_\w+|instance_norm|instancenorm|"
+    r"LazyBatchNorm[123]d|native_batch_norm|native_batch_norm_backward|"
+    r"_native_batch_norm_legit(_no_training|_functional)?|_batch_norm_impl_index(_backward)?|"
+    r"_batch_norm_with_update(_functional)?|_batch_norm_no_update|cudnn_batch_norm(_backward)?|"
+    r"miopen_batch_norm(_backward)?|batch_norm_(elemt|stats|update_stats|gather_stats|"
+    r"gather_stats_with_counts|backward_elemt|backward_reduce)|instance_norm|instancenorm|"
     r"InstanceNorm[123]d|_InstanceNorm|layer_norm|LayerNorm|native_layer_norm|group_norm|"
     r"GroupNorm|native_group_norm|rms_norm|RMSNorm|_fused_rms_norm|local_response_norm|"
     r"LocalResponseNorm|normalization"
@@ -127,6 +132,7 @@ OPTIM_BUILTIN = Rule(
     attrs=r"^(_fused_adam_?|_fused_adamw_?|_fused_sgd_?|_fused_adagrad_?)$",
     ops=r"_fused_(adam|adamw|sgd|adagrad)",
     modules=("torch.optim",),
+    static=r"^(optim|Optimizer|SGD|Adam|AdamW|Adagrad|RMSprop|sgd|adam|adamw|adagrad|rmsprop)$",
 )
 
 

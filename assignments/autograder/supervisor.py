@@ -165,7 +165,9 @@ def _strip_magics(source: str) -> str:
 
 
 def static_findings(cells: list[str], function: str, question: Question) -> list[str]:
-    """Forbidden names that the graded function (or a notebook function it calls) spells out.
+    """Forbidden names that the graded function (or a notebook function it calls) spells out:
+    attributes (``F.batch_norm``), imported names, and strings that name them (``getattr``).
+    The notebook's own variables and functions are never flagged, whatever their names.
 
     For the feedback: the run-time tripwires are what makes a cheat fail; this names the rule
     even when the cheat was written so that the tripwire could not fire.
@@ -195,7 +197,7 @@ def static_findings(cells: list[str], function: str, question: Question) -> list
                         else alias.name
                     )
                     imports[alias.asname or alias.name.split(".")[0]] = full
-    patterns = [(re.compile(r.attrs), r.name) for r in question.rules if r.attrs]
+    patterns = [(re.compile(p), r.name) for r in question.rules for p in (r.attrs, r.static) if p]
     found: list[str] = []
 
     def flag(text: str) -> None:
@@ -219,12 +221,11 @@ def static_findings(cells: list[str], function: str, question: Question) -> list
         seen.add(name)
         for node in defs.get(name, []):
             for sub in ast.walk(node):
-                if isinstance(sub, ast.Name):
+                if isinstance(sub, ast.Name):  # the notebook's own names are its own
                     if sub.id in defs and sub.id not in seen:
                         todo.append(sub.id)
-                    if sub.id in imports:
-                        check_name(imports[sub.id], f"{function}")
-                    check_name(sub.id, function)
+                    if sub.id in imports and sub.id not in defs:
+                        check_name(imports[sub.id], function)
                 elif isinstance(sub, ast.Attribute):
                     check_name(sub.attr, function)
                 elif isinstance(sub, (ast.Import, ast.ImportFrom)):
