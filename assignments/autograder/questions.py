@@ -256,7 +256,7 @@ def _tied_equal_values(model: nn.Module) -> list[list[str]]:
     groups: dict[tuple[Any, ...], list[str]] = {}
     for n, p in model.named_parameters(remove_duplicate=False):
         groups.setdefault((p.shape, tuple(p.detach().flatten()[:8].tolist())), []).append(n)
-    return [names for names in groups.values() if len(names) > 1]
+    return [group for group in groups.values() if len(group) > 1]
 
 
 PARAMETERS = {
