@@ -20,10 +20,16 @@ Modules:
 - ``normtut.normalization``: ``batch_norm`` and ``BatchNorm1d/2d/3d`` (hand-written
   backward), ``LayerNorm``, ``GroupNorm``, ``RMSNorm``, ``update_bn`` and BN-LeNet.
 - ``normtut.parametrizations``: ``weight_norm``, ``spectral_norm``, ``orthogonal``.
-- ``normtut.optim``: ``SGD``, ``Adagrad``, ``RMSprop``, ``Adam``, ``AdamW``, as
-  ``torch.optim``'s.
+- ``normtut.optim``: ``SGD``, ``Adagrad``, ``RMSprop``, ``Adam``, ``AdamW``, ``Muon``, as
+  ``torch.optim``'s; ``clip_grad_norm_`` and ``clip_grad_value_``, as ``torch.nn.utils``'.
+- ``normtut.lr_scheduler``: the learning-rate schedulers of ``torch.optim.lr_scheduler``
+  (step, multi-step, exponential, cosine, linear warmup, sequential, one-cycle, plateau).
+- ``normtut.amp``: ``GradScaler``, dynamic loss scaling, as ``torch.amp.GradScaler``.
+- ``normtut.distributed``: a process launcher for notebooks, ``SyncBatchNorm`` and a ZeRO-1
+  ``ZeroRedundancyOptimizer``, on ``torch.distributed`` (gloo on the CPU, NCCL on GPUs).
 - ``normtut.landscapes``: two-dimensional loss surfaces for watching optimizers move.
-- ``normtut.grading``: the checkers of the autograded assignments.
+- ``normtut.grading``: the otter-grader plugin of the autograded assignments (the checkers
+  themselves ship only in the autograder).
 
 Coming from d2l? The book's appendix "Coming from d2l" maps d2l's functions to these.
 """

@@ -73,7 +73,17 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
+__all__ = [
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adam",
+    "AdamW",
+    "Muon",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "get_total_norm",
+]
 
 # torch's messages for hyperparameters that must be >= 0 (torch/optim/*.py)
 _INVALID = {
@@ -909,3 +919,9 @@ class AdamW(Adam):
         super().__setstate__(state)
         for group in self.param_groups:  # as torch's AdamW: always decoupled
             group["decoupled_weight_decay"] = True
+
+
+# Muon and gradient clipping live in their own modules (one concept each) and are part of
+# normtut.optim's public API, as torch.optim.Muon and torch.nn.utils.clip_grad_* are torch's.
+from normtut._clip import clip_grad_norm_, clip_grad_value_, get_total_norm  # noqa: E402
+from normtut._muon import Muon  # noqa: E402
