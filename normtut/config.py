@@ -2,7 +2,8 @@
 
 - quick mode: ``NORMTUT_QUICK=1`` shrinks epochs and data so that every chapter runs in
   under a minute (used by the notebook tests); the rendered book always runs in full mode;
-- the data folders, in the order DESIGN.md fixes;
+- the data folders (``NORMTUT_DATA``, the cache, the Debian package), as ``normtut.data``
+  documents;
 - :func:`set_seed`, which seeds every random number generator a chapter touches;
 - :func:`glue`, which hands a computed number to the book's prose (``{glue:text}`` in MyST)
   and simply displays it when the chapter runs outside the book build (Colab, Jupyter).

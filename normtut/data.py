@@ -8,13 +8,24 @@ Fashion-MNIST (Xiao, Rasul and Vollgraf, 2017) is four IDX files::
 each of which may be stored gzip-compressed (``NAME.gz``) or raw (``NAME``); compression is
 recognised by the gzip magic bytes, not by the file name.
 
-**Where the files are looked for** (DESIGN.md), in order, by
-:func:`normtut.config.data_search_paths`: ``$NORMTUT_DATA``, ``~/.cache/normtut/fashion-mnist``,
-``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``). The first
-folder that holds all four files is used. If there is none, the files are downloaded from
-:data:`MIRRORS` into :func:`normtut.config.cache_dir`, atomically: each file is written to a
-temporary file in the same folder and renamed only after its checksum passed, so an interrupted
-or corrupt download leaves nothing behind.
+**Where the files are looked for** (the book's setup appendix, "Fashion-MNIST without
+internet"): a folder named by ``$NORMTUT_DATA`` is the only one used, exactly like ``root=``:
+if it lacks a file, the file is downloaded into it, and where that is impossible (no network,
+``download=False``) loading fails with a :class:`DataNotFoundError` that names the folder and
+the missing files; normtut never falls back to another copy behind the user's back. Without
+the variable, the folders ``~/.cache/normtut/fashion-mnist`` and
+``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``) are searched
+in this order and the first that holds all four files is used. If there is none, the files are
+downloaded from :data:`MIRRORS` into :func:`normtut.config.cache_dir`, atomically: each file is
+written to a temporary file in the same folder and renamed only after its checksum passed, so
+an interrupted or corrupt download leaves nothing behind.
+
+**d2l and torchvision offline.** ``torchvision.datasets.FashionMNIST(root, download=True)``
+(what ``d2l.load_data_fashion_mnist`` calls with ``root="../data"``) looks for the four raw
+files in ``root/FashionMNIST/raw/`` and otherwise downloads the ``.gz`` files and checks their
+official MD5, which Debian's re-compressed copies fail. :func:`prepare_torchvision_fashion_mnist`
+writes verified raw copies there from the local copy, so torchvision finds them and downloads
+nothing.
 
 **Checksums.** A file is accepted when
 
@@ -88,6 +99,7 @@ __all__ = [
     "locate_fashion_mnist",
     "download_fashion_mnist",
     "fashion_mnist_dir",
+    "prepare_torchvision_fashion_mnist",
     "load_fashion_mnist_arrays",
     "FashionMNIST",
     "load_data_fashion_mnist",
@@ -342,15 +354,29 @@ def _missing(folder: Path) -> list[str]:
     return [name for name in _ALL_NAMES if _find_file(folder, name) is None]
 
 
+def _env_root() -> Path | None:
+    """The folder named by ``$NORMTUT_DATA``, or ``None`` when the variable is unset or empty."""
+    value = os.environ.get(config.DATA_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def _search_paths(root: str | os.PathLike | None) -> list[Path]:
+    """``[root]``, else ``[$NORMTUT_DATA]`` when it is set, else the default folders."""
+    if root is not None:
+        return [Path(root).expanduser()]
+    env = _env_root()
+    return [env] if env is not None else config.data_search_paths()
+
+
 def locate_fashion_mnist(root: str | os.PathLike | None = None) -> Path | None:
     """Return the first folder that holds all four Fashion-MNIST files, or ``None``.
 
-    Searches ``root`` alone when it is given, else :func:`normtut.config.data_search_paths`
-    (``$NORMTUT_DATA``, ``~/.cache/normtut/fashion-mnist``, ``/usr/share/datasets/fashion-mnist``).
-    Files are not verified here; they are when they are loaded.
+    Searches ``root`` alone when it is given, else ``$NORMTUT_DATA`` alone when it is set, else
+    ``~/.cache/normtut/fashion-mnist`` and ``/usr/share/datasets/fashion-mnist``, in this order.
+    A ``$NORMTUT_DATA`` folder that is missing or incomplete gives ``None``: the other folders
+    are not used in its place. Files are not verified here; they are when they are loaded.
     """
-    folders = [Path(root).expanduser()] if root is not None else config.data_search_paths()
-    for folder in folders:
+    for folder in _search_paths(root):
         if folder.is_dir() and not _missing(folder):
             return folder
     return None
@@ -364,6 +390,13 @@ def _how_to_get(searched: Sequence[Path], reasons: Sequence[str]) -> str:
         else:
             state = "missing " + ", ".join(f"{n}[.gz]" for n in _missing(folder))
         lines.append(f"  - {folder} ({state})")
+    env = _env_root()
+    if env is not None and list(searched) == [env]:
+        lines.append(
+            f"{config.DATA_ENV} is set, so no other folder is used: complete {env}, point "
+            f"{config.DATA_ENV} at a folder with all four files, or unset it to use the "
+            f"default folders."
+        )
     lines.extend(reasons)
     urls = "\n".join(f"        {MIRRORS[0] if MIRRORS else ''}{n}.gz" for n in _ALL_NAMES)
     lines += [
@@ -482,26 +515,77 @@ def download_fashion_mnist(
 def fashion_mnist_dir(root: str | os.PathLike | None = None, download: bool = True) -> Path:
     """The folder to load Fashion-MNIST from: found (:func:`locate_fashion_mnist`) or downloaded.
 
-    With ``root`` only that folder is searched (and downloaded into); otherwise the folders of
-    :func:`normtut.config.data_search_paths` are, and a download goes to
+    With ``root``, or else with ``$NORMTUT_DATA`` set, only that folder is searched (and
+    downloaded into); otherwise ``~/.cache/normtut/fashion-mnist`` and
+    ``/usr/share/datasets/fashion-mnist`` are, and a download goes to
     :func:`normtut.config.cache_dir`.
 
     Raises:
         DataNotFoundError: nothing found, and ``download`` is false or no mirror could be
-            reached; the message lists every folder searched and how to get the files.
+            reached; the message lists every folder searched, the files each one lacks and how
+            to get them.
         ChecksumError: a download arrived corrupt.
     """
     folder = locate_fashion_mnist(root)
     if folder is not None:
         return folder
-    searched = [Path(root).expanduser()] if root is not None else config.data_search_paths()
+    searched = _search_paths(root)
     if not download:
         raise DataNotFoundError(_how_to_get(searched, ["Downloading was disabled."]))
-    dest = searched[0] if root is not None else config.cache_dir()
+    dest = searched[0] if len(searched) == 1 else config.cache_dir()
     failures = _download(dest, None, None)
     if failures:
         _raise_download_failure(searched, dest, failures)
     return dest
+
+
+def prepare_torchvision_fashion_mnist(
+    root: str | os.PathLike = "../data",
+    source: str | os.PathLike | None = None,
+    download: bool = True,
+) -> Path:
+    """Put raw Fashion-MNIST files where torchvision (and so d2l) looks, and return that folder.
+
+    ``torchvision.datasets.FashionMNIST(root, download=True)``, which
+    ``d2l.load_data_fashion_mnist`` calls with ``root="../data"``, uses the four raw files in
+    ``root/FashionMNIST/raw/`` when they are all there and otherwise downloads the ``.gz``
+    files and checks their official MD5. Debian's re-compressed ``.gz`` files fail that check,
+    so copying them there does not help; this function writes the verified, decompressed
+    content instead, from the folder that :func:`fashion_mnist_dir` finds (``source`` alone,
+    when given). Each file is written to a temporary file and renamed, and a file that is
+    already there with the right content is left alone. Example (d2l, offline)::
+
+        from normtut.data import prepare_torchvision_fashion_mnist
+        prepare_torchvision_fashion_mnist("../data")   # once; relative to the working dir
+        train_iter, test_iter = d2l.load_data_fashion_mnist(256)
+
+    Raises:
+        DataNotFoundError, ChecksumError: as :func:`fashion_mnist_dir` and the loaders.
+    """
+    folder = fashion_mnist_dir(source, download)
+    raw = Path(root).expanduser() / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in _ALL_NAMES:
+        target = raw / name
+        if target.is_file():
+            try:
+                _checked_content(target, name)
+                continue
+            except (ChecksumError, IDXFormatError):
+                pass  # a damaged or stale copy: replaced below
+        path = _find_file(folder, name)
+        if path is None:  # removed since it was located
+            raise DataNotFoundError(f"{folder} has no {name} or {name}.gz")
+        content = _checked_content(path, name)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=raw)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(content)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return raw
 
 
 # --- arrays, datasets, loaders -------------------------------------------------------------

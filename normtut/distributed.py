@@ -144,7 +144,7 @@ def run(
     pipes, procs = [], []
     store = None
     results: dict[int, tuple[str, Any, str]] = {}
-    deadline = time.monotonic() + timeout
+    give_up_at = time.monotonic() + timeout
     try:
         for rank in range(world_size):
             parent_end, child_end = ctx.Pipe()
@@ -174,7 +174,7 @@ def run(
                 grace = time.monotonic() + 1.0  # let the other ranks report their errors too
             if grace is not None and time.monotonic() > grace:
                 break
-            if time.monotonic() > deadline:
+            if time.monotonic() > give_up_at:
                 missing = [r for r in range(world_size) if r not in results]
                 raise TimeoutError(
                     f"ranks {missing} did not finish within {timeout:g} s; every rank was killed"

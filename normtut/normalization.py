@@ -30,6 +30,11 @@ statistics,
   :math:`y_i = \gamma_i x_i / \sqrt{\frac{1}{m}\sum_j x_j^2 + \epsilon}`. :func:`rms_norm`,
   :class:`RMSNorm`.
 
+The batch norms run under ``torch.func`` transforms (``vmap``, ``grad``, ``jvp``) where
+torch's do, and under forward-mode AD; they keep torch's memory formats and handle empty
+batches as torch does. They subclass torch's private ``_BatchNorm`` only so that torch's
+tools for batch norms (``torch.optim.swa_utils.update_bn``, ...) recognize them.
+
 :func:`update_bn` recomputes the running statistics of a trained network (ours and torch's
 batch norms alike). :func:`lenet` builds the LeNet of *Dive into Deep Learning*'s
 batch-normalization chapter with any batch-norm classes (ours, ``torch.nn``'s, or none).
@@ -169,38 +174,65 @@ class BatchNormFunction(torch.autograd.Function):
         = \gamma\, r\,\Big(g_j - \frac{1}{m}\frac{\partial L}{\partial \beta}
           - \frac{\hat{x}_j}{m}\frac{\partial L}{\partial \gamma}\Big).
 
-    The forward saves :math:`x`, :math:`\mu` and :math:`r` (not :math:`\hat{x}`: ``x`` is
-    alive anyway, so nothing the size of the batch is allocated for the backward). The
-    backward needs two reductions, :math:`\sum_i g_i` and :math:`\sum_i g_i (x_i-\mu)`, and
-    writes :math:`\partial L/\partial x` into the buffer of the second. It is differentiable
-    once: asking for a second derivative (``create_graph=True``, then ``backward`` again)
-    raises a ``RuntimeError``.
+    The forward returns :math:`\mu` and :math:`\sigma^2`, and the context keeps them with
+    :math:`x` (not :math:`\hat{x}`: ``x`` is alive anyway; :math:`r` is recomputed from
+    :math:`\sigma^2`). The backward needs two reductions, :math:`\sum_i g_i` and
+    :math:`\sum_i g_i (x_i-\mu)`. It is differentiable once: asking for a second derivative
+    (``create_graph=True``, then ``backward`` again) raises a ``RuntimeError``.
+
+    **Transforms.** ``forward`` takes no ``ctx`` (``setup_context`` fills it). In plain
+    eager mode each half writes into one buffer of its own; under a ``torch.func`` transform
+    or a batched backward the same operations run out of place, so ``torch.func.vmap`` can
+    batch them (``generate_vmap_rule``): ensembles, per-sample gradients, batched gradients
+    (``is_grads_batched=True``, ``gradcheck(..., check_batched_grad=True)``). Forward-mode AD
+    (``torch.func.jvp``, ``torch.autograd.forward_ad``) is the ``jvp`` of the subclass that
+    :func:`batch_norm` uses in eager mode: with :math:`\dot x` the tangent of :math:`x` and
+    :math:`\dot d = \dot x - \tfrac1m\sum_i \dot x_i`,
+
+    .. math::
+        \dot{\hat x}_j = r\Big(\dot d_j - \hat x_j\,\tfrac1m\textstyle\sum_i \hat x_i \dot d_i
+        \Big),\qquad
+        \dot y_j = \gamma\,\dot{\hat x}_j + \dot\gamma\,\hat x_j + \dot\beta .
 
     Under ``torch.compile`` both halves are traced as written (``fullgraph=True`` works):
     the compiled backward is this one, not autograd through the forward, and the compiler
     fuses each half with its neighbours (in BN-LeNet: the sigmoid and max-pool that follow
-    the forward, and their backward). On the CPU, compile convolutional models with
+    the forward, and their backward). Dynamo cannot trace a custom ``jvp``, so compiled
+    code uses this class, without it. On the CPU, compile convolutional models with
     ``options={"layout_optimization": False}``: by default inductor stores every convolution
     output channels-last, and with BN-LeNet's 6 and 16 channels the conversions and
     channels-last reductions cost more than they save (``benchmarks/README.md``).
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+        x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
     ) -> tuple[Tensor, Tensor, Tensor]:
-        y, mean, var, invstd = _batch_norm_forward(x, weight, bias, eps)
-        ctx.save_for_backward(x, mean, invstd, weight)  # x_hat = (x - mu) r, recomputed
+        y, mean, var, _ = _batch_norm_forward(x, weight, bias, eps)
+        return y, mean, var
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        x, weight, bias, eps = inputs[:4]
+        _, mean, var = output
+        ctx.save_for_backward(x, mean, var, weight)  # r and x_hat = (x - mu) r recomputed
+        ctx.save_for_forward(x, mean, var, weight)
+        ctx.eps = eps
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+        ctx.set_materialize_grads(False)  # a missing tangent is None, not zeros
 
     @staticmethod
     @once_differentiable
     def backward(
-        ctx: Any, grad_y: Tensor, _grad_mean: Tensor | None, _grad_var: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
-        x, mean, invstd, weight = ctx.saved_tensors
+        ctx: Any, grad_y: Tensor, _grad_mean: Tensor | None, _grad_var: Tensor | None, *_: Any
+    ) -> tuple[Tensor | None, ...]:
+        if grad_y is None:
+            return (None,) * len(ctx.needs_input_grad)
+        x, mean, var, weight = ctx.saved_tensors
+        invstd = torch.rsqrt(var + ctx.eps)  # the forward's r, bit for bit
         grad_x, dgamma, dbeta = _batch_norm_backward(
             grad_y, x, mean, invstd, weight, ctx.needs_input_grad[0]
         )
@@ -209,7 +241,51 @@ class BatchNormFunction(torch.autograd.Function):
             grad_w = dgamma.to(weight.dtype)
         if ctx.bias_dtype is not None and ctx.needs_input_grad[2]:
             grad_b = dbeta.to(ctx.bias_dtype)
-        return grad_x if ctx.needs_input_grad[0] else None, grad_w, grad_b, None
+        grads = (grad_x if ctx.needs_input_grad[0] else None, grad_w, grad_b, None)
+        return grads + (None,) * (len(ctx.needs_input_grad) - 4)
+
+
+class _BatchNormFunctionJvp(BatchNormFunction):
+    """:class:`BatchNormFunction` with forward-mode AD, for eager mode (Dynamo refuses a
+    custom ``jvp``). ``apply(x, weight, bias, eps, running)`` with ``running`` ``None`` or
+    the tuple ``(running_mean, running_var, momentum)``: the running estimates are updated
+    inside ``forward``, below any ``torch.func`` transform, as torch's kernel does (a
+    transform may not write its values into a tensor it did not create); inside a tuple
+    they are no input of the autograd graph, so a tangent on them is ignored, as torch
+    ignores it in training."""
+
+    @staticmethod
+    def forward(
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        eps: float,
+        running: tuple[Tensor, Tensor, float] | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        y, mean, var, _ = _batch_norm_forward(x, weight, bias, eps)
+        if running is not None:
+            _update_running_stats(x, running[0], running[1], mean, var, running[2])
+        return y, mean, var
+
+    @staticmethod
+    def jvp(ctx: Any, x_t: Tensor | None, weight_t: Tensor | None, bias_t: Tensor | None, *_):
+        x, mean, var, weight = ctx.saved_tensors
+        return _batch_norm_jvp(x, mean, var, weight, ctx.eps, x_t, weight_t, bias_t), None, None
+
+
+def _in_place_ok(*tensors: Tensor | None) -> bool:
+    """Whether the batch-norm halves may write into their own buffers: plain eager mode.
+
+    Under ``torch.func`` transforms and the vmap of ``is_grads_batched=True`` an operand may
+    carry a batch dimension that the buffer lacks, and an in-place write of it fails; under
+    ``torch.compile`` the compiler plans the buffers itself. There the halves run out of
+    place (the same operations, the same numbers, two more tensors of ``x``'s size)."""
+    if torch.compiler.is_compiling():
+        return False
+    functorch = torch._C._functorch
+    return functorch.maybe_current_level() is None and not any(
+        t is not None and functorch.is_legacy_batchedtensor(t) for t in tensors
+    )
 
 
 def _batch_norm_forward(
@@ -222,18 +298,24 @@ def _batch_norm_forward(
     # Statistics by the corrected two-pass algorithm (Chan, Golub & LeVeque 1983): a first
     # mean, then the deviations from it, whose mean corrects the rounding of the first.
     # As exact as torch's kernel (which accumulates in double) and, on the CPU, several
-    # times faster than Welford's one-pass torch.var_mean over (N, H, W). Every step
-    # writes into y's buffer: one new tensor per call, as torch's kernel.
+    # times faster than Welford's one-pass torch.var_mean over (N, H, W). In eager mode
+    # every step writes into y's buffer: one new tensor per call, as torch's kernel.
     mean = xf.mean(dims)
     y = torch.sub(xf, mean.view(shape))  # x - mean, rounded mean
     delta = y.mean(dims)  # the rounding error of the first mean
-    var = y.square_().mean(dims).sub_(delta * delta)  # biased variance sigma^2
-    mean.add_(delta)  # mu
+    var = y.mul_(y).mean(dims).sub_(delta * delta)  # biased variance sigma^2 (y * y)
+    mean = mean + delta  # mu
     invstd = torch.rsqrt(var + eps)  # r = 1 / sqrt(sigma^2 + eps)
     scale = invstd if weight is None else invstd * weight.to(xf.dtype)  # gamma r
-    torch.sub(xf, mean.view(shape), out=y).mul_(scale.view(shape))  # gamma x_hat
-    if bias is not None:
-        y.add_(bias.to(xf.dtype).view(shape))  # + beta
+    beta = None if bias is None else bias.to(xf.dtype).view(shape)
+    if _in_place_ok(x, weight, bias):
+        torch.sub(xf, mean.view(shape), out=y).mul_(scale.view(shape))  # gamma x_hat
+        if beta is not None:
+            y.add_(beta)  # + beta
+    else:  # the same operations out of place (see _in_place_ok)
+        y = torch.sub(xf, mean.view(shape)) * scale.view(shape)
+        if beta is not None:
+            y = y + beta
     return y.to(x.dtype), mean, var, invstd
 
 
@@ -251,19 +333,187 @@ def _batch_norm_backward(
     xf = x.to(mean.dtype)
     g = grad_y.to(mean.dtype)
     m = max(x.numel() // x.shape[1], 1) if x.shape[1] else 1
+    in_place = _in_place_ok(grad_y, x, mean, invstd, weight)
     dbeta = g.sum(dims)  # dL/dbeta = sum_i g_i
     # dL/dgamma = sum_i g_i x_hat_i = r sum_i g_i (x_i - mu), in a buffer that becomes dx
-    buf = torch.sub(xf, mean.view(shape))
-    dgamma = buf.mul_(g).sum(dims).mul_(invstd)
+    x_mu = torch.sub(xf, mean.view(shape))
+    buf = x_mu.mul_(g) if in_place else x_mu * g
+    dgamma = buf.sum(dims).mul_(invstd)
     if not need_grad_x:
         return buf, dgamma, dbeta
     scale = invstd if weight is None else invstd * weight.to(mean.dtype)  # gamma r
     # dx = gamma r g - (gamma r dgamma / m) x_hat - gamma r dbeta / m, with x_hat = (x - mu) r;
     # (x - mu) is recomputed rather than x r - mu r, which loses digits when |mu| >> sigma
-    grad_x = torch.sub(xf, mean.view(shape), out=buf)
-    grad_x.mul_((scale * invstd * dgamma).div_(-m).view(shape))
-    grad_x.addcmul_(g, scale.view(shape)).add_((scale * dbeta).div_(-m).view(shape))
+    k1 = (scale * invstd * dgamma).div_(-m).view(shape)
+    k0 = (scale * dbeta).div_(-m).view(shape)
+    if in_place:
+        grad_x = torch.sub(xf, mean.view(shape), out=buf).mul_(k1)
+        grad_x.addcmul_(g, scale.view(shape)).add_(k0)
+    else:  # the same operations out of place (see _in_place_ok)
+        grad_x = x_mu * k1 + g * scale.view(shape) + k0
     return grad_x.to(x.dtype), dgamma, dbeta
+
+
+def _batch_norm_jvp(
+    x: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    weight: Tensor | None,
+    eps: float,
+    x_t: Tensor | None,
+    weight_t: Tensor | None,
+    bias_t: Tensor | None,
+) -> Tensor:
+    r"""The tangent of ``y`` (forward-mode AD of :class:`BatchNormFunction`); ``None`` when
+    only the running estimates carry tangents (they do not enter ``y``)."""
+    if x_t is None and weight_t is None and bias_t is None:
+        return None
+    dims = (0, *range(2, x.dim()))
+    shape = (-1,) + (1,) * (x.dim() - 2)
+    invstd = torch.rsqrt(var + eps).view(shape)
+    x_hat = (x.to(mean.dtype) - mean.view(shape)) * invstd
+    y_t = torch.zeros_like(x_hat)
+    if x_t is not None:
+        t = x_t.to(mean.dtype)
+        d = t - t.mean(dims).view(shape)  # the centred tangent
+        x_hat_t = (d - x_hat * (x_hat * d).mean(dims).view(shape)) * invstd
+        y_t = y_t + (x_hat_t if weight is None else x_hat_t * weight.to(mean.dtype).view(shape))
+    if weight_t is not None:
+        y_t = y_t + x_hat * weight_t.to(mean.dtype).view(shape)
+    if bias_t is not None:
+        y_t = y_t + bias_t.to(mean.dtype).view(shape)
+    return y_t.to(x.dtype)
+
+
+def _update_running_stats(
+    x: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    mean: Tensor,
+    var: Tensor,
+    momentum: float,
+) -> None:
+    r"""``running += momentum * (batch - running)``, in place (the module's buffers), with the
+    unbiased variance :math:`\tfrac{m}{m-1}\sigma^2` (Bessel's correction)."""
+    m = x.numel() // x.size(1)
+    with torch.no_grad():
+        running_mean.lerp_(mean.view(running_mean.shape).to(running_mean.dtype), momentum)
+        unbiased = var * (m / (m - 1))
+        running_var.lerp_(unbiased.view(running_var.shape).to(running_var.dtype), momentum)
+
+
+class _BatchNormEval(torch.autograd.Function):
+    r"""Batch normalization with the running estimates (evaluation), an affine map of ``x``:
+    :math:`y = x\,s + t` with :math:`s = \gamma/\sqrt{\hat\sigma^2+\epsilon}` and
+    :math:`t = \beta - \hat\mu s`; ``apply(x, running_mean, running_var, weight, bias, eps)``.
+
+    Its backward (:math:`\partial L/\partial x = g\,s` in ``x``'s memory format,
+    :math:`\partial L/\partial\gamma = \sum g\,\hat x`, :math:`\partial L/\partial\beta =
+    \sum g`) gives no gradient to the running estimates: :func:`batch_norm` refuses them
+    with ``requires_grad``, as torch does."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        x: Tensor,
+        running_mean: Tensor,
+        running_var: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        eps: float,
+    ) -> Tensor:
+        shape = (-1,) + (1,) * (x.dim() - 2)
+        dtype = _opmath(x.dtype)
+        scale = torch.rsqrt(running_var.reshape(-1).to(dtype) + eps)
+        if weight is not None:
+            scale = scale * weight.reshape(-1).to(dtype)
+        shift = -running_mean.reshape(-1).to(dtype) * scale
+        if bias is not None:
+            shift = shift + bias.reshape(-1).to(dtype)
+        return torch.addcmul(shift.view(shape), x.to(dtype), scale.view(shape)).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, running_mean, running_var, weight, bias, eps = inputs
+        ctx.save_for_backward(x, running_mean, running_var, weight)
+        ctx.save_for_forward(x, running_mean, running_var, weight)
+        ctx.eps = eps
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.memory_format = _memory_format(x)
+        ctx.set_materialize_grads(False)  # a missing tangent is None, not zeros
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: Tensor | None) -> tuple[Tensor | None, ...]:
+        if grad_y is None:
+            return (None,) * 6
+        x, running_mean, running_var, weight = ctx.saved_tensors
+        dims = (0, *range(2, x.dim()))
+        shape = (-1,) + (1,) * (x.dim() - 2)
+        dtype = _opmath(x.dtype)
+        g = grad_y.to(dtype)
+        invstd = torch.rsqrt(running_var.reshape(-1).to(dtype) + ctx.eps)
+        scale = invstd if weight is None else invstd * weight.reshape(-1).to(dtype)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (g * scale.view(shape)).to(x.dtype)
+            grad_x = grad_x.contiguous(memory_format=ctx.memory_format)  # torch's layout
+        dshift = g.sum(dims)  # dL/dt
+        if weight is not None and ctx.needs_input_grad[3]:
+            # dL/dgamma = sum g x_hat = r (sum g x - mu-hat sum g): dL/ds r + dL/dt (-mu-hat r)
+            dscale = (g * x.to(dtype)).sum(dims)
+            running = running_mean.reshape(-1).to(dtype)
+            grad_w = ((dscale - running * dshift) * invstd).to(weight.dtype).view(weight.shape)
+        if ctx.bias_dtype is not None and ctx.needs_input_grad[4]:
+            grad_b = dshift.to(ctx.bias_dtype)
+        return grad_x, None, None, grad_w, grad_b, None
+
+
+class _BatchNormEvalJvp(_BatchNormEval):
+    """:class:`_BatchNormEval` with forward-mode AD, for eager mode. As torch: a tangent on
+    the running estimates together with one on ``x``, ``weight`` or ``bias`` raises; alone,
+    it is ignored: the output's tangent is zero (``torch.func.jvp`` gives torch's zeros;
+    under ``torch.autograd.forward_ad`` torch leaves the tangent undefined, ``None``, which
+    a custom ``jvp`` cannot return)."""
+
+    @staticmethod
+    def jvp(ctx: Any, x_t, running_mean_t, running_var_t, weight_t, bias_t, _eps_t):
+        tangents = (x_t, weight_t, bias_t)
+        if running_mean_t is not None or running_var_t is not None:
+            if any(t is not None for t in tangents):
+                raise RuntimeError(
+                    "batch_norm is not differentiable wrt running_mean and running_var, they "
+                    "cannot have forward grad defined"
+                )
+        x, running_mean, running_var, weight = ctx.saved_tensors
+        shape = (-1,) + (1,) * (x.dim() - 2)
+        dtype = _opmath(x.dtype)
+        invstd = torch.rsqrt(running_var.reshape(-1).to(dtype) + ctx.eps).view(shape)
+        scale = invstd if weight is None else invstd * weight.reshape(-1).to(dtype).view(shape)
+        y_t = torch.zeros(x.shape, dtype=dtype, device=x.device)
+        if x_t is not None:
+            y_t = y_t + x_t.to(dtype) * scale
+        if weight_t is not None:
+            x_hat = (x.to(dtype) - running_mean.reshape(-1).to(dtype).view(shape)) * invstd
+            y_t = y_t + x_hat * weight_t.reshape(-1).to(dtype).view(shape)
+        if bias_t is not None:
+            y_t = y_t + bias_t.reshape(-1).to(dtype).view(shape)
+        return y_t.to(x.dtype)
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """``x``'s memory format as torch's kernels read it (``suggest_memory_format``);
+    contiguous where it cannot be asked (inside ``vmap``)."""
+    try:
+        if x.dim() == 4 and not x.is_contiguous():
+            if x.is_contiguous(memory_format=torch.channels_last):
+                return torch.channels_last
+        if x.dim() == 5 and not x.is_contiguous():
+            if x.is_contiguous(memory_format=torch.channels_last_3d):
+                return torch.channels_last_3d
+    except RuntimeError:  # a batched tensor has no strides to ask
+        pass
+    return torch.contiguous_format
 
 
 def _check_numel(name: str, t: Tensor | None, c: int) -> None:
@@ -294,8 +544,13 @@ def batch_norm(
             + \text{momentum}\,\tfrac{m}{m-1}\sigma^2_\mathcal{B}.
 
     With ``training=False`` the running estimates normalize:
-    :math:`y = \gamma\,(x-\hat\mu)/\sqrt{\hat\sigma^2+\epsilon} + \beta` (plain autograd; it is
-    an affine map of ``x``).
+    :math:`y = \gamma\,(x-\hat\mu)/\sqrt{\hat\sigma^2+\epsilon} + \beta` (an affine map of
+    ``x``; a forward-mode tangent on the running estimates raises, as in torch).
+
+    Edge cases as torch's: an empty input gives an empty output (and zero gradients for
+    ``weight`` and ``bias``) and leaves the running estimates alone; a 1-D input has no
+    channel axis, so torch counts 0 channels (``running_mean should contain 0 elements not
+    5``) and only an empty one passes.
 
     Ioffe & Szegedy (2015), "Batch Normalization: Accelerating Deep Network Training by
     Reducing Internal Covariate Shift".
@@ -306,43 +561,49 @@ def batch_norm(
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     elif eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
-    _check_floating(input, "batch_norm")
-    c = input.size(1)  # IndexError for a 1-D input, as torch
-    _check_numel("running_mean", running_mean, c)
-    _check_numel("running_var", running_var, c)
+    if input.numel() == 0:  # torch's shortcut: no statistics, no checks, no update
+        y = input.clone()
+        if weight is not None:
+            y = y * weight[0]
+        if bias is not None:
+            y = y + bias[0]
+        return y
+    # torch reads the channel count as size(1), and as 0 for a 1-D (or 0-D) input
+    c = input.size(1) if input.dim() > 1 else 0
+    for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
+        if stat is not None:
+            _check_numel(name, stat, c)
+        elif not training:
+            raise RuntimeError(f"{name} must be defined in evaluation mode")
     _check_numel("weight", weight, c)
     _check_numel("bias", bias, c)
+    _check_floating(input, "batch_norm")
+    c = input.size(1)  # a 1-D input fails here with torch's IndexError
+    if training and (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must either both be None or neither be None")
+    if torch.is_grad_enabled():
+        for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
+            if stat is not None and stat.requires_grad:
+                raise RuntimeError(
+                    f"The function 'native_batch_norm' is not differentiable with respect to "
+                    f"argument '{name}'. This input cannot have requires_grad True."
+                )
     _check_param_dtype(input, running_mean, running_var, weight, bias)
-    shape = (-1,) + (1,) * (input.dim() - 2)
     w = weight.reshape(-1) if weight is not None else None
     b = bias.reshape(-1) if bias is not None else None
+    compiling = torch.compiler.is_compiling()  # Dynamo cannot trace the custom jvp
 
     if not training:
-        if running_mean is None:
-            raise RuntimeError("running_mean must be defined in evaluation mode")
-        if running_var is None:
-            raise RuntimeError("running_var must be defined in evaluation mode")
-        # y = x * scale + shift, scale = gamma / sqrt(var + eps), shift = beta - mean * scale
-        dtype = _opmath(input.dtype)
-        scale = torch.rsqrt(running_var.reshape(-1).to(dtype) + eps)
-        if w is not None:
-            scale = scale * w.to(dtype)
-        shift = -running_mean.reshape(-1).to(dtype) * scale
-        if b is not None:
-            shift = shift + b.to(dtype)
-        y = input.to(dtype) * scale.view(shape)
-        return y.add_(shift.view(shape)).to(input.dtype)
+        function = _BatchNormEval if compiling else _BatchNormEvalJvp
+        return function.apply(input, running_mean, running_var, w, b, eps)
 
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must either both be None or neither be None")
-    y, mean, var = BatchNormFunction.apply(input, w, b, eps)
-    if running_mean is not None and input.numel() > 0:
-        m = input.numel() // c
-        with torch.no_grad():
-            # in place (the module's buffers): running += momentum * (batch - running)
-            running_mean.lerp_(mean.view(running_mean.shape).to(running_mean.dtype), momentum)
-            unbiased = var * (m / (m - 1))  # Bessel's correction for the running estimate
-            running_var.lerp_(unbiased.view(running_var.shape).to(running_var.dtype), momentum)
+    if compiling:
+        y, mean, var = BatchNormFunction.apply(input, w, b, eps)
+        if running_mean is not None:
+            _update_running_stats(input, running_mean, running_var, mean, var, momentum)
+        return y
+    running = None if running_mean is None else (running_mean, running_var, momentum)
+    y, _, _ = _BatchNormFunctionJvp.apply(input, w, b, eps, running)
     return y
 
 
@@ -375,7 +636,7 @@ class _NormBase(nn.Module):
         bias: bool = True,
     ) -> None:
         factory_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
-        super().__init__()
+        nn.Module.__init__(self)  # not torch's _BatchNorm.__init__ (see _BatchNorm)
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
@@ -453,7 +714,19 @@ class _NormBase(nn.Module):
         )
 
 
-class _BatchNorm(_NormBase):
+class _BatchNorm(_NormBase, nn.modules.batchnorm._BatchNorm):
+    """The forward shared by the batch norms.
+
+    Torch's private ``torch.nn.modules.batchnorm._BatchNorm`` is a base only so that tools
+    keyed on it recognize ours: :func:`torch.optim.swa_utils.update_bn`,
+    :func:`torch.func.replace_all_batch_norm_modules_`, FSDP's mixed precision (which keeps
+    batch norms in float32), ``nn.SyncBatchNorm.convert_sync_batchnorm`` (which replaces
+    them with torch's own ``SyncBatchNorm``). Nothing of torch's runs: ``_NormBase`` and this
+    class define every method torch's two classes define (``__init__``, ``forward``,
+    ``reset_*``, ``_check_input_dim``, ``extra_repr``, ``_load_from_state_dict``), and they
+    come first in the method resolution order.
+    """
+
     def forward(self, input: Tensor) -> Tensor:
         """Normalize ``input``; train or eval comes from ``self.training`` only.
 
@@ -498,6 +771,13 @@ class BatchNorm1d(_BatchNorm):
 
     Args: ``num_features`` (:math:`C`), ``eps=1e-5``, ``momentum=0.1`` (or ``None``),
     ``affine=True``, ``track_running_stats=True``, ``device``, ``dtype``, keyword ``bias=True``.
+
+    ``isinstance(bn, torch.nn.modules.batchnorm._BatchNorm)`` is true (for the 2-D and 3-D
+    layers too), so torch's tools for batch norms, such as
+    :func:`torch.optim.swa_utils.update_bn`, treat these layers as torch's; every method
+    is still ours (see ``_BatchNorm``). ``isinstance(bn, torch.nn.BatchNorm1d)`` is false:
+    code that checks the concrete class (``torch.fx`` fusion patterns, quantization) does
+    not see them.
     """
 
     def _check_input_dim(self, input: Tensor) -> None:
@@ -542,12 +822,13 @@ def update_bn(
 ) -> None:
     r"""Recompute the running statistics of every batch norm in ``model`` from ``loader``.
 
-    The same as :func:`torch.optim.swa_utils.update_bn` (which only sees ``torch.nn``'s batch
-    norms), for ours and torch's alike: reset ``running_mean``/``running_var``, switch to the
-    cumulative average (``momentum=None``), run one pass over ``loader`` in train mode, then
-    restore the momenta. Each batch is a tensor or a list/tuple whose first element is the
-    input; ``device``, if given, is where batches go. Differences from torch's: the pass runs
-    under ``torch.no_grad()``, and every submodule gets back the mode it had.
+    The same as :func:`torch.optim.swa_utils.update_bn` (which also sees ours, as they
+    subclass torch's ``_BatchNorm``), for ours and torch's alike: reset ``running_mean`` and
+    ``running_var``, switch to the cumulative average (``momentum=None``), run one pass
+    over ``loader`` in train mode, then restore the momenta. Each batch is a tensor or a
+    list/tuple whose first element is the input; ``device``, if given, is where batches go.
+    Differences from torch's: the pass runs under ``torch.no_grad()``, and every submodule
+    gets back the mode it had.
 
     Why: the running estimates average the last ~1/momentum batches, taken with weights that
     have changed since; after training with a large learning rate they can lag behind the
@@ -660,12 +941,13 @@ def layer_norm(
 
     with mean and biased variance over the normalized axes of each example, and
     :math:`\gamma`, :math:`\beta` of shape ``normalized_shape`` (elementwise). The same in
-    training and evaluation. Ba, Kiros & Hinton (2016), "Layer Normalization".
+    training and evaluation; the output is contiguous, as torch's, whatever the input's
+    memory format. Ba, Kiros & Hinton (2016), "Layer Normalization".
     """
     shape = _check_normalized(input, normalized_shape, weight, bias, sep=", ")
     _check_floating(input, "layer_norm")
     dims = tuple(range(-len(shape), 0))
-    x = input.to(_opmath(input.dtype))
+    x = input.to(_opmath(input.dtype)).contiguous()  # torch's output is contiguous
     var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
     y = (x - mean) * torch.rsqrt(var + eps)
     if weight is not None:
@@ -744,7 +1026,11 @@ def group_norm(
         \qquad g = \lfloor c / (C/G) \rfloor .
 
     ``G = 1`` is layer norm over :math:`(C, *)` with per-channel affine; ``G = C`` is instance
-    norm. Wu & He (2018), "Group Normalization".
+    norm. As torch's: a channels-last input gives a channels-last output (and input
+    gradient, for an output gradient laid out like the output), an empty batch an empty
+    output and zero gradients. One difference: with no values per group (a zero-size
+    spatial axis) the ``weight`` gradient is 0 where torch 2.13's is NaN. Wu & He (2018),
+    "Group Normalization".
     """
     if input.dim() < 2:
         raise RuntimeError(
@@ -766,9 +1052,18 @@ def group_norm(
             )
     _check_floating(input, "group_norm")
     x = input.to(_opmath(input.dtype))
-    grouped = x.reshape(n, num_groups, -1)
-    var, mean = torch.var_mean(grouped, dim=-1, correction=0, keepdim=True)
-    y = ((grouped - mean) * torch.rsqrt(var + eps)).reshape(input.shape)
+    size = input.numel() // (n * num_groups) if n * num_groups else 0  # values per group
+    grouped = x.reshape(n, num_groups, size)  # (a copy if x is channels-last)
+    if size:
+        var, mean = torch.var_mean(grouped, dim=-1, correction=0, keepdim=True)
+    else:  # an empty batch (or no values per group): empty output, zero gradients
+        var = mean = grouped.new_zeros(n, num_groups, 1)
+    # the statistics of group g for each of its C/G channels, then elementwise on x itself,
+    # which keeps x's memory format (channels-last stays channels-last, as in torch)
+    per_channel = (n, c) + (1,) * (input.dim() - 2)
+    mean = mean.expand(n, num_groups, c // num_groups).reshape(per_channel)
+    rstd = torch.rsqrt(var + eps).expand(n, num_groups, c // num_groups).reshape(per_channel)
+    y = (x - mean) * rstd
     shape = (-1,) + (1,) * (input.dim() - 2)
     if weight is not None:
         y = y * weight.to(x.dtype).view(shape)
@@ -850,10 +1145,13 @@ def rms_norm(
 
     No centring and no bias. ``eps=None`` means the machine epsilon of the computation
     type, ``torch.finfo(dtype).eps``, where float16/bfloat16 inputs compute in float32 (as
-    torch does). Zhang & Sennrich (2019), "Root Mean Square Layer Normalization".
+    torch does). Complex inputs compute as torch's do, with :math:`x^2` (not
+    :math:`|x|^2`) and the machine epsilon of the real dtype. Zhang & Sennrich (2019), "Root
+    Mean Square Layer Normalization".
     """
     shape = _check_normalized(input, normalized_shape, weight, None, sep="")
-    _check_floating(input, "rms_norm")
+    if not input.is_complex():  # complex inputs compute as torch's: x^2, not |x|^2
+        _check_floating(input, "rms_norm")
     dtype = _opmath(input.dtype)
     if eps is None:
         eps = torch.finfo(dtype).eps

@@ -34,8 +34,16 @@ state are *bitwise* equal to ``torch.optim``'s after any number of steps.
 **Two paths.** ``foreach=False`` updates one parameter at a time (the equations as written);
 ``foreach=True`` runs each line of the update on whole lists of tensors with
 ``torch._foreach_*`` operations, one list per device and dtype, which saves the Python loop
-(on a GPU it also saves kernel launches). Both give the same numbers. ``foreach=None`` (the
-default) picks the for-loop on the CPU and ``foreach`` on CUDA, as torch does.
+(on a GPU it also saves kernel launches). Each path gives the bits of torch's same path;
+in float32 and float64 both give the same numbers (for float16/bfloat16 Adagrad, torch's
+foreach rounds :math:`-\tilde\gamma_t g_t` once more, and so does ours). Complex parameters
+are updated as real views with a trailing axis of 2, where torch takes them (the for-loop
+after the weight decay, foreach before). ``foreach=None`` (the default) picks the for-loop on
+the CPU and ``foreach`` on CUDA, as torch does.
+
+**Older checkpoints.** ``load_state_dict`` fills the param-group keys an older (or
+hand-made) state_dict lacks with torch's defaults and turns a number ``step`` into torch's
+0-dim float32 tensor, as each twin's ``__setstate__`` does.
 
 **Not implemented** (accepted with torch's defaults; anything else raises
 ``NotImplementedError``): ``capturable=True`` (CUDA graphs), ``differentiable=True``
@@ -65,7 +73,17 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
+__all__ = [
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adam",
+    "AdamW",
+    "Muon",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "get_total_norm",
+]
 
 # torch's messages for hyperparameters that must be >= 0 (torch/optim/*.py)
 _INVALID = {
@@ -124,6 +142,16 @@ def _step_counter() -> Tensor:
     as torch keeps it (an exact integer count up to 2**24)."""
     dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
     return torch.tensor(0.0, dtype=dtype)
+
+
+def _loaded_step(step: Any, p: Tensor, group: dict[str, Any]) -> Tensor:
+    """A ``step`` loaded as a number (older checkpoints), as torch's ``__setstate__`` turns
+    it back into a tensor: on the parameter's device (float32 if fused) with ``capturable``
+    or ``fused``, else a CPU tensor of :func:`_step_counter`'s dtype."""
+    if group.get("capturable") or group.get("fused"):
+        dtype = torch.float32 if group.get("fused") else _step_counter().dtype
+        return torch.tensor(float(step), dtype=dtype, device=p.device)
+    return torch.tensor(float(step), dtype=_step_counter().dtype)
 
 
 def _params_with_grad(owner: str, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
@@ -220,12 +248,31 @@ class _Optimizer(Optimizer):
     """
 
     _lazy_state = True  # SGD creates its state only when there is momentum
+    # the param-group keys (with torch's defaults) that torch's ``__setstate__`` fills in when
+    # an older or hand-made state_dict lacks them, and whether ``step`` is a tensor state
+    _SETSTATE_DEFAULTS: dict[str, Any] = {}
+    _TENSOR_STEP = True
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         _check_implemented(type(self).__name__, defaults)
         if defaults.get("fused") and defaults.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Fill the param-group keys an older checkpoint lacks and turn a number ``step``
+        into torch's 0-dim tensor, as each ``torch.optim`` twin's ``__setstate__`` does (it
+        runs in ``load_state_dict`` and on unpickling)."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self._SETSTATE_DEFAULTS.items():
+                group.setdefault(key, value)
+            if not self._TENSOR_STEP:
+                continue
+            for p in group["params"]:
+                p_state = self.state.get(p, [])
+                if len(p_state) != 0 and not torch.is_tensor(p_state["step"]):
+                    p_state["step"] = _loaded_step(p_state["step"], p, group)
 
     def _init_state(self, state: dict[str, Any], p: Tensor, group: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -337,6 +384,11 @@ class SGD(_Optimizer):
         )  # fmt: skip
         super().__init__(params, defaults)
 
+    _SETSTATE_DEFAULTS = dict(
+        nesterov=False, maximize=False, foreach=None, differentiable=False, fused=False
+    )
+    _TENSOR_STEP = False
+
     def _has_state(self, group: dict[str, Any]) -> bool:
         return group["momentum"] != 0
 
@@ -442,6 +494,19 @@ class Adagrad(_Optimizer):
             for p in group["params"]:
                 self._init_state(self.state[p], p, group)
 
+    _SETSTATE_DEFAULTS = dict(foreach=None, maximize=False, differentiable=False, fused=None)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # torch's Adagrad then converts every state's number step if the first one is not a
+        # tensor (with the last group's ``fused``)
+        states = list(self.state.values())
+        if states and not torch.is_tensor(states[0]["step"]):
+            fused = self.param_groups[-1]["fused"] if self.param_groups else None
+            dtype = torch.float32 if fused else _step_counter().dtype
+            for s in states:
+                s["step"] = torch.tensor(float(s["step"]), dtype=dtype)
+
     def _init_state(self, state: dict[str, Any], p: Tensor, group: dict[str, Any]) -> None:
         tau = group["initial_accumulator_value"]
         state["step"] = _step_counter()
@@ -475,13 +540,22 @@ class Adagrad(_Optimizer):
         steps = [state["step"] for state in states]
         sums = [state["sum"] for state in states]
         torch._foreach_add_(steps, 1.0)
+        # as torch's foreach: complex entries as real views first, then the gradient
+        params, grads, sums = _foreach_real(params, grads, sums)
         grads = _foreach_gradient(grads, params, group["maximize"], group["weight_decay"])
         minus_clr = [-_number(lr / (1 + (t.item() - 1) * eta)) for t in steps]
-        params, grads, sums = _foreach_real(params, grads, sums)
         torch._foreach_addcmul_(sums, grads, grads, value=1)
         std = torch._foreach_sqrt(sums)
         torch._foreach_add_(std, eps)
-        torch._foreach_addcdiv_(params, grads, std, minus_clr)
+        # -clr g first, rounded to the parameter dtype, as torch's foreach (for float32 and
+        # float64 the same bits as addcdiv's value=-clr; for float16/bfloat16 one rounding
+        # more, and the in-place and out-of-place products differ: torch's choice of each)
+        if group["weight_decay"] != 0 or group["maximize"]:
+            torch._foreach_mul_(grads, minus_clr)  # new tensors here, not the .grad
+            numerator = grads
+        else:
+            numerator = torch._foreach_mul(grads, minus_clr)
+        torch._foreach_addcdiv_(params, numerator, std)
 
 
 # --- RMSprop -------------------------------------------------------------------------------
@@ -550,6 +624,11 @@ class RMSprop(_Optimizer):
         )  # fmt: skip
         super().__init__(params, defaults)
 
+    _SETSTATE_DEFAULTS = dict(
+        momentum=0, centered=False, foreach=None, maximize=False, differentiable=False,
+        capturable=False,
+    )  # fmt: skip
+
     def _init_state(self, state: dict[str, Any], p: Tensor, group: dict[str, Any]) -> None:
         state["step"] = _step_counter()
         state["square_avg"] = _zeros_like(p)
@@ -585,13 +664,14 @@ class RMSprop(_Optimizer):
         lr, alpha, eps, mu = _number(group["lr"]), group["alpha"], group["eps"], group["momentum"]
         centered = group["centered"]
         torch._foreach_add_([state["step"] for state in states], 1.0)
-        grads = _foreach_gradient(grads, params, group["maximize"], group["weight_decay"])
         square_avgs = [state["square_avg"] for state in states]
         grad_avgs = [state["grad_avg"] for state in states] if centered else []
         buffers = [state["momentum_buffer"] for state in states] if mu > 0 else []
+        # as torch's foreach: complex entries as real views first, then the gradient
         params, grads, square_avgs, grad_avgs, buffers = _foreach_real(
             params, grads, square_avgs, grad_avgs or params, buffers or params
         )
+        grads = _foreach_gradient(grads, params, group["maximize"], group["weight_decay"])
         torch._foreach_mul_(square_avgs, alpha)
         torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - alpha)
         if centered:
@@ -675,15 +755,18 @@ class Adam(_Optimizer):
                 "lr as a Tensor is not supported for capturable=False and foreach=True"
             )
         _check_nonnegative(lr=lr, eps=eps)
-        for i, beta in enumerate(betas):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+        # torch reads betas[0] and betas[1] (IndexError for fewer than two, TypeError for a
+        # number, as torch); nothing beyond them is checked
+        for i in (0, 1):
+            if not 0.0 <= betas[i] < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
         _check_nonnegative(weight_decay=weight_decay)
-        if not all(isinstance(b, float) for b in betas) and not all(
-            isinstance(b, Tensor) for b in betas
+        if not all(isinstance(betas[i], float) for i in (0, 1)) and not all(
+            isinstance(betas[i], Tensor) for i in (0, 1)
         ):
             raise ValueError("betas must be either both floats or both Tensors")
-        for i, beta in enumerate(betas):
+        for i in (0, 1):
+            beta = betas[i]
             if isinstance(beta, Tensor):
                 if foreach and not capturable:
                     raise ValueError(
@@ -699,6 +782,11 @@ class Adam(_Optimizer):
             decoupled_weight_decay=decoupled_weight_decay,
         )  # fmt: skip
         super().__init__(params, defaults)
+
+    _SETSTATE_DEFAULTS = dict(
+        amsgrad=False, maximize=False, foreach=None, capturable=False, differentiable=False,
+        decoupled_weight_decay=False, fused=None,
+    )  # fmt: skip
 
     def _init_state(self, state: dict[str, Any], p: Tensor, group: dict[str, Any]) -> None:
         state["step"] = _step_counter()
@@ -754,15 +842,16 @@ class Adam(_Optimizer):
         exp_avg_sqs = [state["exp_avg_sq"] for state in states]
         max_exp_avg_sqs = [state["max_exp_avg_sq"] for state in states] if amsgrad else []
         torch._foreach_add_(steps, 1.0)
+        # as torch's foreach: complex entries as real views first, then the gradient
+        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = _foreach_real(
+            params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else params
+        )
         if decoupled:
             grads = _foreach_gradient(grads, params, group["maximize"], 0)
             if weight_decay != 0:
                 torch._foreach_mul_(params, 1 - lr * weight_decay)
         else:
             grads = _foreach_gradient(grads, params, group["maximize"], weight_decay)
-        params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs = _foreach_real(
-            params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else params
-        )
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
@@ -825,3 +914,14 @@ class AdamW(Adam):
             capturable=capturable, differentiable=differentiable, fused=fused,
             decoupled_weight_decay=True,
         )  # fmt: skip
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # as torch's AdamW: always decoupled
+            group["decoupled_weight_decay"] = True
+
+
+# Muon and gradient clipping live in their own modules (one concept each) and are part of
+# normtut.optim's public API, as torch.optim.Muon and torch.nn.utils.clip_grad_* are torch's.
+from normtut._clip import clip_grad_norm_, clip_grad_value_, get_total_norm  # noqa: E402
+from normtut._muon import Muon  # noqa: E402

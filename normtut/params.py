@@ -101,7 +101,18 @@ def _text_table(
         return "  ".join(out).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(r) for r in body), rule, footer])
+    return "\n".join([line(header), rule, *(line(r) for r in body), rule, *_wrap(footer)])
+
+
+def _wrap(footer: str, width: int = 80) -> list[str]:
+    """The footer's ``; ``-separated parts on lines of at most ``width`` characters."""
+    lines: list[str] = []
+    for part in footer.split("; "):
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += "; " + part
+        else:
+            lines.append(part)
+    return lines
 
 
 def _html_table(header: Sequence[str], body: Sequence[Sequence[str]], footer: str) -> str:

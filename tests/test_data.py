@@ -355,29 +355,66 @@ def test_search_order(tmp_path, monkeypatch):
     assert data.locate_fashion_mnist() is None
 
 
-def test_incomplete_folder_is_skipped(tmp_path, monkeypatch):
+@pytest.mark.parametrize("state", ["incomplete", "missing"])
+def test_normtut_data_is_the_only_folder_used(tmp_path, monkeypatch, state):
+    """A $NORMTUT_DATA folder without all four files fails; no other copy is used instead."""
     env_dir = tmp_path / "env"
-    write_fashion(env_dir, monkeypatch, skip=("t10k-labels-idx1-ubyte",))
-    write_fashion(config.SYSTEM_DATA_DIR, monkeypatch, gz=False)
+    if state == "incomplete":
+        write_fashion(env_dir, monkeypatch, skip=("t10k-labels-idx1-ubyte",))
+    write_fashion(config.SYSTEM_DATA_DIR, monkeypatch, gz=False)  # a complete copy elsewhere
+    home_cache = Path(os.environ["HOME"]) / ".cache" / "normtut" / "fashion-mnist"
+    write_fashion(home_cache, monkeypatch)  # and another one
     monkeypatch.setenv(config.DATA_ENV, str(env_dir))
+    assert data.locate_fashion_mnist() is None
+    for load in (
+        lambda: data.load_data_fashion_mnist(32, download=False),
+        lambda: data.load_fashion_mnist_arrays(train=False, download=False),
+        lambda: data.load_fashion_mnist_arrays(train=False),  # download fails: no network
+    ):
+        with pytest.raises(data.DataNotFoundError) as info:
+            load()
+        message = str(info.value)
+        assert f"{env_dir} (" in message
+        if state == "incomplete":
+            assert "missing t10k-labels-idx1-ubyte[.gz]" in message
+            assert "train-images" not in message.split(f"{env_dir} (")[1].split(")")[0]
+        else:
+            assert f"{env_dir} (does not exist)" in message
+        assert f"NORMTUT_DATA is set, so no other folder is used: complete {env_dir}" in message
+        assert str(config.SYSTEM_DATA_DIR) not in message and str(home_cache) not in message
+    if state == "missing":
+        assert not env_dir.exists()  # the failed download left no folder behind
+    monkeypatch.delenv(config.DATA_ENV)  # unset: the default folders again
+    assert data.locate_fashion_mnist() == home_cache
+
+
+def test_empty_normtut_data_means_unset(tmp_path, monkeypatch):
+    write_fashion(config.SYSTEM_DATA_DIR, monkeypatch)
+    monkeypatch.setenv(config.DATA_ENV, "")
     assert data.locate_fashion_mnist() == config.SYSTEM_DATA_DIR
-    assert data.locate_fashion_mnist(root=env_dir) is None
+
+
+def test_incomplete_root_is_none(tmp_path, monkeypatch):
+    write_fashion(tmp_path / "part", monkeypatch, skip=("t10k-labels-idx1-ubyte",))
+    write_fashion(config.SYSTEM_DATA_DIR, monkeypatch)
+    assert data.locate_fashion_mnist(root=tmp_path / "part") is None
+    assert data.locate_fashion_mnist() == config.SYSTEM_DATA_DIR
 
 
 def test_missing_data_without_download_lists_paths_and_hints(tmp_path, monkeypatch):
-    env_dir = tmp_path / "env"
-    write_fashion(env_dir, monkeypatch, skip=("train-images-idx3-ubyte",))
-    monkeypatch.setenv(config.DATA_ENV, str(env_dir))
+    write_fashion(config.SYSTEM_DATA_DIR, monkeypatch, skip=("train-images-idx3-ubyte",))
     with pytest.raises(data.DataNotFoundError) as info:
         data.load_data_fashion_mnist(32, download=False)
     assert isinstance(info.value, FileNotFoundError)
     message = str(info.value)
     for folder in config.data_search_paths():
         assert str(folder) in message
-    assert message.index(str(env_dir)) < message.index(str(config.SYSTEM_DATA_DIR))
+    home = str(config.data_search_paths()[0])
+    assert message.index(home) < message.index(str(config.SYSTEM_DATA_DIR))
     assert "missing train-images-idx3-ubyte" in message
     assert "sudo apt-get install dataset-fashion-mnist" in message
     assert "NORMTUT_DATA=" in message
+    assert "NORMTUT_DATA is set" not in message
     assert f"{data.MIRRORS[0]}train-images-idx3-ubyte.gz" in message
     assert "disabled" in message
 
@@ -394,6 +431,61 @@ def test_missing_data_and_no_network(tmp_path, monkeypatch):
     assert message.count(": URLError") == 2  # an unreachable mirror is not tried again
     assert "sudo apt-get install dataset-fashion-mnist" in message
     assert not config.cache_dir().exists()  # the failed download left no folder behind
+
+
+# --- torchvision's layout (d2l's loader offline) -------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["debian-gz", "raw"])
+def test_prepare_torchvision_layout(tmp_path, monkeypatch, gz):
+    source = tmp_path / "source"
+    arrays = write_fashion(source, monkeypatch, gz=gz)  # .gz: MD5 not the official one
+    root = tmp_path / "data"
+    raw = data.prepare_torchvision_fashion_mnist(root, source=source, download=False)
+    assert raw == root / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(NAMES)  # no .gz, no temp files
+    for name in NAMES:
+        assert (raw / name).read_bytes() == idx_bytes(arrays[name])
+    # the prepared folder is a valid source for normtut itself
+    images, labels = data.load_fashion_mnist_arrays(train=False, root=raw, download=False)
+    np.testing.assert_array_equal(images, arrays["t10k-images-idx3-ubyte"])
+
+
+def test_prepare_torchvision_keeps_good_files_and_replaces_bad_ones(tmp_path, monkeypatch):
+    source = tmp_path / "source"
+    arrays = write_fashion(source, monkeypatch)
+    root = tmp_path / "data"
+    raw = data.prepare_torchvision_fashion_mnist(root, source=source)
+    good, bad = raw / "train-labels-idx1-ubyte", raw / "t10k-labels-idx1-ubyte"
+    os.utime(good, ns=(1, 1))
+    bad.write_bytes(b"\x00\x00\x08\x01" + b"\x00" * 4)  # a stale, wrong file
+    data.clear_cache()
+    data.prepare_torchvision_fashion_mnist(root, source=source)
+    assert good.stat().st_mtime_ns == 1  # left alone
+    assert bad.read_bytes() == idx_bytes(arrays["t10k-labels-idx1-ubyte"])
+
+
+def test_prepare_torchvision_uses_the_search_order(tmp_path, monkeypatch):
+    arrays = write_fashion(config.SYSTEM_DATA_DIR, monkeypatch)
+    monkeypatch.chdir(tmp_path / "home")
+    raw = data.prepare_torchvision_fashion_mnist()  # d2l's default root "../data"
+    assert raw == Path("../data/FashionMNIST/raw")
+    assert (tmp_path / "data" / "FashionMNIST" / "raw" / NAMES[0]).read_bytes() == idx_bytes(
+        arrays[NAMES[0]]
+    )
+    monkeypatch.setenv(config.DATA_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(data.DataNotFoundError, match="NORMTUT_DATA is set"):
+        data.prepare_torchvision_fashion_mnist(tmp_path / "other", download=False)
+
+
+def test_prepare_torchvision_refuses_a_corrupt_source(tmp_path, monkeypatch):
+    source = tmp_path / "source"
+    write_fashion(source, monkeypatch, gz=False)
+    (source / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(20, np.uint8)))
+    with pytest.raises(data.ChecksumError):
+        data.prepare_torchvision_fashion_mnist(tmp_path / "data", source=source)
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    assert "t10k-labels-idx1-ubyte" not in {p.name for p in raw.iterdir()}
 
 
 # --- download ------------------------------------------------------------------------------
@@ -639,6 +731,13 @@ def test_real_fashion_mnist(monkeypatch):
     assert len(train_iter.dataset) == 2048 and len(test_iter.dataset) == 512
     counts = np.bincount(train_iter.dataset.tensors[1].numpy(), minlength=10)
     assert counts.min() >= 204 and counts.max() <= 205
+
+
+def test_prepare_torchvision_from_the_real_data(tmp_path):
+    require_real_data()
+    raw = data.prepare_torchvision_fashion_mnist(tmp_path, source=REAL_DIR, download=False)
+    for name in NAMES:  # torchvision's file names, the dataset's content
+        assert hashlib.sha256((raw / name).read_bytes()).hexdigest() == data.SHA256[name]
 
 
 @pytest.mark.parametrize("how", ["flip-compressed", "flip-content-raw", "flip-content-regzip"])

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -493,10 +494,11 @@ def test_update_bn_recomputes_running_stats_like_torchs():
         assert net[1].num_batches_tracked.item() == 3
     assert ours[10].momentum == 0.3 and ours[1].momentum == 0.1
     assert not ours.training and not ours[1].training and ours[2].training
-    # torch's own update_bn looks for torch's _BatchNorm class only: it skips ours
+    # torch's own update_bn looks for torch's _BatchNorm class: ours subclass it
     fresh = nnorm.lenet(nnorm.BatchNorm2d, nnorm.BatchNorm1d)
+    fresh.load_state_dict(theirs.state_dict())
     torch.optim.swa_utils.update_bn(batches, fresh)
-    assert fresh[1].num_batches_tracked.item() == 0
+    assert_same_buffers(fresh, reference, torch.float32)
 
 
 # --- the hand-written backward -------------------------------------------------------------
@@ -843,31 +845,347 @@ def test_lenet_torch_checkpoint_into_normtut_gives_identical_outputs():
     close(ours(x), theirs(x))
 
 
-# --- d2l interoperability ------------------------------------------------------------------
+# --- where torch's own tests probe: empty batches, 1-D input, memory format, complex -------
+
+BN_SHAPES = {1: (4, 3, 5), 2: (4, 3, 2, 3), 3: (2, 3, 2, 2, 3)}
 
 
-def test_drops_into_d2l_train_ch6(monkeypatch):
-    d2l = pytest.importorskip(
-        "d2l.torch", reason="d2l.torch needs torchvision, which has no CPU build here"
-    )
-    from normtut import data
-    from normtut.train import evaluate_accuracy
+def outcome(fn):
+    """The result of ``fn()``, or its error as ``"Type: message"``, for comparing twins."""
+    try:
+        return fn()
+    except (RuntimeError, ValueError, IndexError) as error:
+        return f"{type(error).__name__}: {error}"
 
-    def no_download(*args, **kwargs):
-        raise AssertionError("d2l's loader would download Fashion-MNIST")
 
-    monkeypatch.setattr(d2l, "load_data_fashion_mnist", no_download)
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    if data.locate_fashion_mnist() is None:
-        pytest.skip("no local copy of Fashion-MNIST")
-    images, labels = data.load_fashion_mnist_arrays(train=True, download=False)
-    X = torch.tensor(images[:5120]).unsqueeze(1).float().div_(255)
-    y = torch.tensor(labels[:5120])
-    torch.manual_seed(0)
-    train_iter = data.load_array((X[:4096], y[:4096]), 256)
-    test_iter = data.load_array((X[4096:], y[4096:]), 256, is_train=False)
-    net = nnorm.lenet(nnorm.BatchNorm2d, nnorm.BatchNorm1d)
-    d2l.train_ch6(net, train_iter, test_iter, 1, 1.0, torch.device("cpu"))
-    assert net[1].num_batches_tracked.item() == len(train_iter)
-    assert not torch.equal(net[1].running_mean, torch.zeros(6))
-    assert evaluate_accuracy(net, test_iter) > 0.5
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_batchnorm_empty_batch_gives_zero_grads_like_torch(dim, training, momentum):
+    """An empty batch (the last shard of a distributed sampler): empty output, zero (not
+    NaN) parameter gradients, running estimates untouched, the counter still counts."""
+    shape = (0, *BN_SHAPES[dim][1:])
+    ours, theirs = twins(*BN_PAIRS[dim], 3, momentum=momentum)
+    x = torch.randn(shape)
+    for m in (ours, theirs):
+        m.train(training)
+        xs = x.clone().requires_grad_()
+        y = m(xs)
+        y.sum().backward()
+        assert y.shape == xs.grad.shape == shape
+        assert torch.equal(m.weight.grad, torch.zeros(3))
+        assert torch.equal(m.bias.grad, torch.zeros(3))
+    assert_same_buffers(ours, theirs, torch.float32)
+    assert ours.num_batches_tracked.item() == (1 if training else 0)
+
+
+@pytest.mark.parametrize("shape", [(0, 4), (0, 4, 3), (0, 4, 3, 3), (0, 4, 2, 3, 2), (2, 0, 3)])
+def test_groupnorm_empty_batch_like_torch(shape):
+    c = shape[1]
+    groups = 2 if c else 1
+    for module in (nnorm.GroupNorm(groups, c), nn.GroupNorm(groups, c)):
+        x = torch.randn(shape, requires_grad=True)
+        y = module(x)
+        y.sum().backward()
+        assert y.shape == x.grad.shape == shape
+        assert torch.equal(module.weight.grad, torch.zeros(c))
+        assert torch.equal(module.bias.grad, torch.zeros(c))
+    x = torch.randn(shape, requires_grad=True)
+    w, b = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
+    y = nnorm.group_norm(x, groups, w, b)
+    y.sum().backward()
+    assert y.shape == shape and x.grad.shape == shape
+    assert torch.equal(w.grad, torch.zeros(c)) and torch.equal(b.grad, torch.zeros(c))
+
+
+ONE_D = [
+    dict(),
+    dict(running_mean=torch.zeros(5), running_var=torch.ones(5)),
+    dict(running_mean=torch.zeros(0), running_var=torch.ones(0)),
+    dict(weight=torch.ones(5)),
+    dict(weight=torch.ones(1), bias=torch.zeros(1)),
+    dict(running_mean=torch.zeros(0), running_var=None),
+]
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize(
+    "kwargs",
+    ONE_D,
+    ids=lambda k: (
+        "-".join(f"{n}{list(t.shape) if t is not None else None}" for n, t in k.items()) or "none"
+    ),
+)
+@pytest.mark.parametrize("shape", [(5,), (0,)], ids=str)
+def test_one_dimensional_input_like_torch(shape, kwargs, training):
+    """A 1-D input has no channel axis: torch counts 0 channels ("running_mean should contain
+    0 elements not 5"), fails with an IndexError where it needs the channel axis, and
+    computes an empty input's (empty) result."""
+    x = torch.randn(shape)
+    results = []
+    for fn in (nnorm.batch_norm, F.batch_norm):
+        args = {k: None if v is None else v.clone() for k, v in kwargs.items()}
+        args.setdefault("running_mean", None)
+        args.setdefault("running_var", None)
+        results.append(outcome(lambda fn=fn, args=args: fn(x, **args, training=training)))
+    if isinstance(results[1], str):
+        assert results[0] == results[1]
+    else:
+        assert results[0].shape == results[1].shape
+    if shape == (5,) and kwargs.get("running_mean") is not None and kwargs["running_mean"].numel():
+        assert results[0] == "RuntimeError: running_mean should contain 0 elements not 5"
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("stat", ["running_mean", "running_var"])
+def test_running_stats_with_requires_grad_raise_like_torch(stat, training):
+    errors = []
+    for fn in (nnorm.batch_norm, F.batch_norm):
+        stats = {"running_mean": torch.zeros(3), "running_var": torch.ones(3)}
+        stats[stat].requires_grad_()
+        errors.append(outcome(lambda fn=fn, s=stats: fn(torch.randn(4, 3), **s, training=training)))
+    assert errors[0] == errors[1]
+    assert "not differentiable with respect to argument" in errors[0]
+
+
+def layout(t):
+    formats = [torch.contiguous_format, torch.channels_last, torch.channels_last_3d]
+    for fmt in formats:
+        if t.is_contiguous(memory_format=fmt):
+            return str(fmt)
+    return str(t.stride())
+
+
+LAYOUT_CASES = {
+    "BatchNorm2d-train": (lambda m: m.BatchNorm2d(4), (6, 4, 3, 5), torch.channels_last, True),
+    "BatchNorm2d-eval": (lambda m: m.BatchNorm2d(4), (6, 4, 3, 5), torch.channels_last, False),
+    "BatchNorm3d-train": (
+        lambda m: m.BatchNorm3d(4),
+        (3, 4, 2, 3, 5),
+        torch.channels_last_3d,
+        True,
+    ),
+    "BatchNorm3d-eval": (
+        lambda m: m.BatchNorm3d(4),
+        (3, 4, 2, 3, 5),
+        torch.channels_last_3d,
+        False,
+    ),
+    "GroupNorm-4d": (lambda m: m.GroupNorm(2, 4), (6, 4, 3, 5), torch.channels_last, True),
+    "GroupNorm-5d": (lambda m: m.GroupNorm(2, 4), (3, 4, 2, 3, 5), torch.channels_last_3d, True),
+    "LayerNorm": (lambda m: m.LayerNorm([3, 5]), (6, 4, 3, 5), torch.channels_last, True),
+    "LayerNorm-all": (lambda m: m.LayerNorm([4, 3, 5]), (6, 4, 3, 5), torch.channels_last, True),
+    "RMSNorm": (lambda m: m.RMSNorm(5), (6, 4, 3, 5), torch.channels_last, True),
+}
+
+
+@pytest.mark.parametrize("case", LAYOUT_CASES)
+def test_memory_format_of_output_and_input_grad_like_torch(case):
+    """Channels-last in: the output and the input gradient (with a gradient laid out like
+    the output, as ``randn_like(y)`` gives) have torch's memory format; and the values agree."""
+    make, shape, fmt, training = LAYOUT_CASES[case]
+    layouts = []
+    for module in (nnorm, nn):
+        torch.manual_seed(0)
+        m = make(module).train(training)
+        x = torch.randn(shape).to(memory_format=fmt).requires_grad_()
+        y = m(x * 1)  # x * 1: a non-leaf input, whose gradient is what the layer returns
+        (dx,) = torch.autograd.grad(y, x, torch.randn_like(y))
+        layouts.append((layout(y), layout(dx), y.detach(), dx))
+    assert layouts[0][:2] == layouts[1][:2]
+    close(layouts[0][2], layouts[1][2])
+    close(layouts[0][3], layouts[1][3])
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_batchnorm_input_grad_in_input_layout_for_any_grad_layout(dim, training):
+    """torch's batch norm returns the input gradient in the input's memory format even for a
+    contiguous output gradient; so does ours (training: by construction; eval: converted)."""
+    shape, fmt = BN_SHAPES[dim], [torch.channels_last, torch.channels_last_3d][dim - 2]
+    for cls in BN_PAIRS[dim]:
+        m = cls(3).train(training)
+        x = torch.randn(shape).to(memory_format=fmt).requires_grad_()
+        (dx,) = torch.autograd.grad(m(x * 1), x, torch.randn(shape))
+        assert dx.is_contiguous(memory_format=fmt), cls
+
+
+@pytest.mark.parametrize("weight", ["complex", "real", "none"])
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128], ids=str)
+@pytest.mark.parametrize("normalized_shape", [(5,), (4, 5)], ids=str)
+def test_rms_norm_complex_like_torch(normalized_shape, dtype, weight):
+    """Complex inputs as torch computes them: ``x * rsqrt(mean(x**2) + eps)`` (the square,
+    not ``|x|**2``), with eps the machine epsilon of the real dtype; gradients too."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 5, dtype=dtype, generator=g)
+    w = {"complex": torch.randn(normalized_shape, dtype=dtype, generator=g),
+         "real": torch.rand(normalized_shape, generator=g) + 0.5, "none": None}[weight]  # fmt: skip
+    outs = []
+    for fn in (nnorm.rms_norm, F.rms_norm):
+        xs = x.clone().requires_grad_()
+        y = fn(xs, normalized_shape, w)
+        y.abs().sum().backward()
+        outs.append((y.detach(), xs.grad))
+    assert outs[0][0].dtype == outs[1][0].dtype == dtype
+    torch.testing.assert_close(outs[0], outs[1])
+    ours, theirs = twins(nnorm.RMSNorm, nn.RMSNorm, normalized_shape, dtype=dtype)
+    torch.testing.assert_close(ours(x), theirs(x))
+
+
+# --- forward-mode AD and batched gradients ---------------------------------------------------
+
+
+def _bn_inputs(shape, seed=0):
+    c = shape[1]
+    return {
+        "x": randn(shape, seed, torch.float64, 2.0, 1.0),
+        "running_mean": randn((c,), seed + 1, torch.float64),
+        "running_var": randn((c,), seed + 2, torch.float64).abs() + 0.5,
+        "weight": randn((c,), seed + 3, torch.float64, 0.5, 1.0),
+        "bias": randn((c,), seed + 4, torch.float64),
+    }
+
+
+def _jvp(fn, inputs, tangents, training, api):
+    """The output tangent of ``fn`` through ``torch.func.jvp`` or ``forward_ad``."""
+    names = list(tangents)
+
+    def f(*primals):
+        args = dict(inputs, **dict(zip(names, primals, strict=True)))
+        args["running_mean"] = args["running_mean"].clone()  # updated in training
+        args["running_var"] = args["running_var"].clone()
+        return fn(**{"input": args.pop("x")}, **args, training=training)
+
+    primals = tuple(inputs[n] for n in names)
+    if api == "func.jvp":
+        return torch.func.jvp(f, primals, tuple(tangents.values()))[1]
+    with fwAD.dual_level():
+        duals = [fwAD.make_dual(p, t) for p, t in zip(primals, tangents.values(), strict=True)]
+        return fwAD.unpack_dual(f(*duals)).tangent
+
+
+@pytest.mark.parametrize("api", ["func.jvp", "forward_ad"])
+@pytest.mark.parametrize("wrt", [("x",), ("weight",), ("x", "weight", "bias")], ids="+".join)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", GRAD_SHAPES, ids=str)
+def test_forward_mode_ad_through_batch_norm_like_torch(shape, training, wrt, api):
+    inputs = _bn_inputs(shape)
+    tangents = {n: randn(inputs[n].shape, 10 + i, torch.float64) for i, n in enumerate(wrt)}
+    ours = _jvp(nnorm.batch_norm, inputs, tangents, training, api)
+    theirs = _jvp(F.batch_norm, inputs, tangents, training, api)
+    close(ours, theirs)
+
+
+@pytest.mark.parametrize("api", ["func.jvp", "forward_ad"])
+@pytest.mark.parametrize("stat", ["running_mean", "running_var"])
+@pytest.mark.parametrize("training", [True, False])
+def test_forward_mode_tangent_on_running_stats_like_torch(training, stat, api):
+    """Eval: a tangent on a running estimate together with one on ``x`` raises torch's
+    error. Training: it is ignored. A tangent on the running estimate alone: ignored (the
+    output tangent is zero; with ``forward_ad`` torch leaves it ``None``, ours is zero)."""
+    inputs = _bn_inputs((4, 3, 2))
+    both = {"x": randn((4, 3, 2), 20, torch.float64), stat: torch.ones(3, dtype=torch.float64)}
+    results = [outcome(lambda fn=fn: _jvp(fn, inputs, both, training, api))
+               for fn in (nnorm.batch_norm, F.batch_norm)]  # fmt: skip
+    if training:
+        close(results[0], results[1])
+    else:
+        message = "batch_norm is not differentiable wrt running_mean and running_var"
+        assert results[0] == results[1] and message in results[0]
+    alone = {stat: torch.ones(3, dtype=torch.float64)}
+    ours = _jvp(nnorm.batch_norm, inputs, alone, training, api)
+    theirs = _jvp(F.batch_norm, inputs, alone, training, api)
+    if theirs is None and ours is not None:  # the documented difference: forward_ad in eval
+        assert api == "forward_ad" and not training
+        theirs = torch.zeros_like(ours)
+    close(ours, theirs)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", GRAD_SHAPES, ids=str)
+def test_gradcheck_batched_and_forward_grads(shape, training):
+    """gradcheck with batched gradients (the backward under vmap), forward-mode AD and
+    batched forward gradients, through the functional batch norm in both modes."""
+    inputs = _bn_inputs(shape, seed=3)
+    x, w, b = (inputs[n].clone().requires_grad_() for n in ("x", "weight", "bias"))
+
+    def f(x, w, b):
+        stats = inputs["running_mean"].clone(), inputs["running_var"].clone()
+        return nnorm.batch_norm(x, *stats, w, b, training=training)
+
+    assert torch.autograd.gradcheck(
+        f, (x, w, b), check_batched_grad=True, check_forward_ad=True,
+        check_batched_forward_grad=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3), (3, 2, 3, 2)], ids=str)
+def test_batched_gradients_like_torch(shape, training):
+    """``is_grads_batched=True``, ``torch.func.vmap`` over a ``vjp``, over the forward (an
+    ensemble of weights) and over ``grad`` (per-sample gradients) agree with torch."""
+    inputs = _bn_inputs(shape, seed=5)
+    x, w, b = inputs["x"], inputs["weight"], inputs["bias"]
+    stats = (inputs["running_mean"], inputs["running_var"])
+    cotangents = randn((5, *shape), 6, torch.float64)
+    results = []
+    for fn in (nnorm.batch_norm, F.batch_norm):
+
+        def f(x, w, fn=fn):
+            return fn(x, *(None, None) if training else stats, w, b, training=training)
+
+        xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+        batched = torch.autograd.grad(f(xs, ws), (xs, ws), cotangents, is_grads_batched=True)
+        _, vjp = torch.func.vjp(f, x, w)
+        ensemble = torch.func.vmap(f, in_dims=(None, 0))(x, randn((4, shape[1]), 7, torch.float64))
+        loss_grad = torch.func.grad(lambda w, x: f(x, w).pow(3).sum())
+        samples = randn((3, *shape), 8, torch.float64)
+        per_sample = torch.func.vmap(loss_grad, in_dims=(None, 0))(w, samples)
+        results.append((batched, torch.func.vmap(vjp)(cotangents), ensemble, per_sample))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-10, atol=1e-10)
+
+
+def test_transforms_never_touch_the_eager_in_place_path(monkeypatch):
+    """The fast path writes into its own buffers; under a transform the out-of-place one
+    runs (and eager mode takes the fast one)."""
+    calls = []
+    real = nnorm._in_place_ok
+    monkeypatch.setattr(nnorm, "_in_place_ok", lambda *t: calls.append(real(*t)) or calls[-1])
+    x = torch.randn(4, 3, 2, requires_grad=True)
+    nnorm.batch_norm(x, None, None, training=True).sum().backward()
+    assert calls == [True, True]
+    calls.clear()
+    torch.func.vmap(lambda x: nnorm.batch_norm(x, None, None, training=True))(torch.randn(2, 4, 3))
+    assert calls == [False]
+
+
+# --- recognized by torch's tools for batch norms ---------------------------------------------
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_batchnorms_are_torchs_batchnorm_for_tools_but_run_our_code(dim):
+    """isinstance of torch's private ``_BatchNorm`` (so update_bn and friends see them), but
+    every method of torch's two base classes resolves to ours."""
+    ours = BN_PAIRS[dim][0](3)
+    assert isinstance(ours, nn.modules.batchnorm._BatchNorm)
+    assert not isinstance(ours, BN_PAIRS[dim][1])
+    for base in (nn.modules.batchnorm._BatchNorm, nn.modules.batchnorm._NormBase):
+        for name, value in vars(base).items():
+            if callable(value) and not name.startswith("__") or name == "__init__":
+                assert getattr(type(ours), name).__module__ == "normtut.normalization", name
+    torch.func.replace_all_batch_norm_modules_(ours)
+    assert ours.running_mean is None and not ours.track_running_stats
+    y = ours.eval()(torch.randn(BN_SHAPES[dim]))  # batch statistics from now on
+    close(y.mean((0, *range(2, y.dim()))), torch.zeros(3), torch.float32)
+
+
+def test_groupnorm_without_values_per_group_documented_difference():
+    """A zero-size spatial axis: both give an empty output; torch 2.13's weight gradient is
+    NaN (0 / 0 statistics), ours is 0 (the sum over no values), as documented."""
+    grads = []
+    for module in (nnorm.GroupNorm(2, 4), nn.GroupNorm(2, 4)):
+        x = torch.randn(2, 4, 0, requires_grad=True)
+        module(x).sum().backward()
+        grads.append(module.weight.grad)
+    assert torch.equal(grads[0], torch.zeros(4))
+    assert grads[1].isnan().all() or torch.equal(grads[1], torch.zeros(4))  # a later torch

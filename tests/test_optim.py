@@ -209,7 +209,10 @@ def test_signature_and_defaults_match_torch(name):
 
 
 def test_public_names_and_doctests():
-    assert set(nopt.__all__) == set(NAMES)
+    # the five optimizers of this file, plus Muon and clipping (tests/test_muon.py, test_clip.py)
+    extra = {"Muon", "clip_grad_norm_", "clip_grad_value_", "get_total_norm"}
+    assert set(nopt.__all__) == set(NAMES) | extra
+    assert all(callable(getattr(nopt, name)) for name in extra)
     for name in NAMES:
         doc = getattr(nopt, name).__doc__
         assert "math::" in doc and "Example::" in doc and ">>>" in doc
@@ -667,3 +670,141 @@ def test_sparse_gradients_raise(name):
     emb(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(RuntimeError, match="sparse gradients"):
         twin(name)[0](emb.parameters()).step()
+
+
+# --- older and hand-made checkpoints (torch's __setstate__) ---------------------------------
+
+# the param-group keys each torch twin's __setstate__ fills in when a checkpoint lacks them
+SETSTATE_KEYS = {
+    "SGD": ["nesterov", "maximize", "foreach", "differentiable", "fused"],
+    "Adagrad": ["foreach", "maximize", "differentiable", "fused"],
+    "RMSprop": ["momentum", "centered", "foreach", "maximize", "differentiable", "capturable"],
+    "Adam": [
+        "amsgrad", "maximize", "foreach", "capturable", "differentiable",
+        "decoupled_weight_decay", "fused",
+    ],
+    "AdamW": [
+        "amsgrad", "maximize", "foreach", "capturable", "differentiable",
+        "decoupled_weight_decay", "fused",
+    ],
+}  # fmt: skip
+MISSING = [
+    pytest.param(name, keys, id=f"{name}-{'all' if len(keys) > 1 else keys[0]}")
+    for name, names in SETSTATE_KEYS.items()
+    for keys in [names, *([k] for k in names)]
+]
+
+
+def _resume(name: str, config: dict, edit, foreach: bool | None = None):
+    """5 torch steps, a checkpoint changed by ``edit``, loaded into both twins, 5 more steps
+    each: (model, optimizer) per twin."""
+    model, opt = train(twin(name)[1], config, torch.float32, steps=5)
+    checkpoint = copy.deepcopy(opt.state_dict())
+    edit(checkpoint)
+    out = []
+    for cls in twin(name):
+        resumed = copy.deepcopy(model)
+        opt2 = cls(resumed.parameters(), **config)
+        opt2.load_state_dict(copy.deepcopy(checkpoint))
+        if foreach is not None:
+            opt2.param_groups[0]["foreach"] = foreach
+        out.append((resumed, opt2, copy.deepcopy(opt2.state_dict())))
+        train(None, None, torch.float32, steps=5, model=resumed, opt=opt2, start=5)
+    return out
+
+
+@pytest.mark.parametrize(("name", "keys"), MISSING)
+def test_checkpoint_without_newer_group_keys_loads_and_steps_like_torch(name, keys):
+    """A state_dict from an older torch (or written by hand) lacks keys that torch's
+    ``__setstate__`` fills with defaults; ours fills the same and steps the same."""
+
+    def drop(checkpoint):
+        for group in checkpoint["param_groups"]:
+            for key in keys:
+                del group[key]
+
+    (ours, opt, loaded), (theirs, ref, ref_loaded) = _resume(name, CONFIGS[name][-1], drop)
+    assert_identical(loaded, ref_loaded)  # the same defaults filled in
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert_identical(p.detach(), q.detach())
+    assert_identical(opt.state_dict(), ref.state_dict())
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
+@pytest.mark.parametrize("number", [float, int])
+@pytest.mark.parametrize("name", ["Adagrad", "RMSprop", "Adam", "AdamW"])
+def test_number_step_in_loaded_state_becomes_a_tensor_like_torch(name, number, foreach):
+    """Older checkpoints store ``step`` as a Python number: torch turns it back into a 0-dim
+    float32 tensor on load; so do we (same state_dict right after loading and later)."""
+
+    def to_number(checkpoint):
+        for state in checkpoint["state"].values():
+            state["step"] = number(state["step"].item())
+
+    (ours, opt, loaded), (theirs, ref, ref_loaded) = _resume(
+        name, CONFIGS[name][-1], to_number, foreach
+    )
+    assert_identical(loaded, ref_loaded)
+    assert all(s["step"].dtype == torch.float32 for s in loaded["state"].values())
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert_identical(p.detach(), q.detach())
+    assert_identical(opt.state_dict(), ref.state_dict())
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+@pytest.mark.parametrize("betas", [(0.9,), (), 0.9, (0.9, 0.99, 0.5)], ids=repr)
+def test_betas_are_read_by_index_at_construction_like_torch(name, betas):
+    """torch reads ``betas[0]`` and ``betas[1]``: fewer raise ``IndexError`` (a number
+    ``TypeError``) in the constructor, not at ``step()``; a third entry is not checked."""
+    outcomes = []
+    for cls in twin(name):
+        try:
+            cls([nn.Parameter(torch.ones(2))], betas=betas)
+            outcomes.append("accepted")
+        except (IndexError, TypeError) as error:
+            outcomes.append(f"{type(error).__name__}: {error}")
+    assert outcomes[0] == outcomes[1]
+    if betas == (0.9,):
+        assert outcomes[0].startswith("IndexError")
+
+
+# --- bitwise where torch's foreach path differs from its for-loop -----------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("name", NAMES)
+def test_complex_with_weight_decay_bitwise_torch_foreach(name, maximize, dtype):
+    """torch's foreach views complex tensors as real *before* adding the weight decay (its
+    for-loop after): ours does the same on each path, so both paths are bitwise."""
+    for foreach in (False, True):
+        out = []
+        for cls in twin(name):
+            g = torch.Generator().manual_seed(1)
+            w = nn.Parameter(torch.randn(64, 7, dtype=dtype, generator=g))
+            config = dict(CONFIGS[name][-1], maximize=maximize, foreach=foreach)
+            config["weight_decay"] = 0.37
+            opt = cls([w], **config)
+            for _ in range(5):
+                w.grad = torch.randn(64, 7, dtype=dtype, generator=g)
+                opt.step()
+            out.append((w.detach().clone(), opt.state_dict()["state"]))
+        assert_identical(out[0], out[1])
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
+@pytest.mark.parametrize("config", [{}, dict(weight_decay=0.01, maximize=True)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_adagrad_low_precision_bitwise_torch(dtype, config, foreach):
+    """torch's foreach Adagrad rounds ``-clr * g`` to the parameter dtype before dividing;
+    ours too, so float16/bfloat16 parameters match torch on both paths."""
+    out = []
+    for cls in twin("Adagrad"):
+        g = torch.Generator().manual_seed(2)
+        w = nn.Parameter(torch.randn(256, dtype=dtype, generator=g))
+        opt = cls([w], lr=0.1, lr_decay=0.01, foreach=foreach, **config)
+        for _ in range(10):
+            w.grad = torch.randn(256, generator=g).to(dtype)
+            opt.step()
+        out.append((w.detach().clone(), opt.state_dict()["state"]))
+    assert_identical(out[0], out[1])

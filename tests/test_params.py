@@ -228,10 +228,13 @@ def test_text_and_html_rendering(name):
         shape = "(" + ", ".join(map(str, p.shape)) + ("," if p.dim() == 1 else "") + ")"
         assert shape in text
         assert shape in page
-    assert f"{table.total:,}" in text.splitlines()[-1]
+    footer = text.split("\n" + "-" * 4)[-1]  # below the last rule
+    footer = footer.split("\n", 1)[-1]
+    assert f"{table.total:,}" in footer
+    assert all(len(line) <= 80 for line in footer.splitlines()), "the footer wraps at 80"
     assert page.startswith("<table") and page.endswith("</table>")
     if table.duplicates:
-        assert f"{table.duplicates} entr" in text.splitlines()[-1]
+        assert f"{table.duplicates} entr" in footer
 
 
 def test_html_escapes_names():

@@ -76,7 +76,9 @@ def test_jupyter_book_is_pinned_below_2():
 def test_environment_yml_matches_pyproject():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    env_reqs = {r.replace(" ", "") for r in pip_section if not r.startswith("-e")}
+    env_reqs = {r.replace(" ", "") for r in pip_section if not r.startswith("-")}
+    # torch from PyTorch's CPU index, so that conda users get no multi-GB CUDA build by accident
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in pip_section
     project = PYPROJECT["project"]
     wanted = set(project["dependencies"])
     for extra in ("book", "test", "instructor"):
@@ -84,6 +86,107 @@ def test_environment_yml_matches_pyproject():
     assert env_reqs == {r.replace(" ", "") for r in wanted}
     python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
     assert python.replace("python", "") == project["requires-python"]
+
+
+def _lower_bounds() -> dict[str, str]:
+    """``{name: version}`` of the ``>=`` bounds of the runtime dependencies."""
+    bounds = {}
+    for req in PYPROJECT["project"]["dependencies"]:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", req.replace(" ", ""))
+        assert match, f"{req}: a runtime dependency has a lower bound and nothing else"
+        bounds[match[1].lower()] = match[2]
+    return bounds
+
+
+def test_lower_bounds_job_installs_the_lower_bounds():
+    """.ci/lower-bounds.txt pins exactly the bounds of numpy, matplotlib and tqdm."""
+    from packaging.version import Version
+
+    pins = {}
+    for line in (ROOT / ".ci" / "lower-bounds.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.strip().lower()] = version.strip()
+    bounds = _lower_bounds()
+    assert set(pins) == set(bounds) - {"torch"}
+    for name, version in pins.items():
+        assert Version(version) == Version(bounds[name]), (name, version, bounds[name])
+
+
+def test_numpy_bound_admits_d2l():
+    """d2l 1.0.3 pins numpy==1.23.5 and matplotlib==3.7.2: both inside normtut's bounds."""
+    from packaging.version import Version
+
+    bounds = _lower_bounds()
+    assert Version(bounds["numpy"]) <= Version("1.23.5")
+    assert Version(bounds["matplotlib"]) <= Version("3.7.2")
+    assert Version(bounds["torch"]) >= Version("2.4")  # nn.RMSNorm, F.rms_norm
+
+
+def test_license_file_matches_metadata():
+    project = PYPROJECT["project"]
+    assert project["license"] == "MIT"
+    assert project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License")
+    assert "Permission is hereby granted, free of charge" in text
+    assert "normtut contributors" in text
+
+
+def test_no_reference_to_a_design_md_outside_the_repo():
+    if (ROOT / "DESIGN.md").exists():
+        return
+    files = [*(ROOT / "normtut").glob("*.py"), *(ROOT / "benchmarks").glob("*")]
+    files += [*(ROOT / "book").glob("*.md"), ROOT / "README.md"]
+    offenders = [f.name for f in files if f.is_file() and "DESIGN.md" in f.read_text()]
+    assert not offenders, f"{offenders} point to a DESIGN.md that is not in the repository"
+
+
+def test_help_normtut_lists_every_module():
+    import normtut
+
+    doc = normtut.__doc__
+    # private modules (``_clip``, ``_muon``) are documented through the module that exports them
+    modules = sorted(
+        p.stem for p in (ROOT / "normtut").glob("*.py") if not p.stem.startswith("_")
+    )
+    missing = [m for m in modules if f"``normtut.{m}``" not in doc]
+    assert not missing, f"the docstring of normtut/__init__.py does not list {missing}"
+
+
+FAKE_PYTHON = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/../calls.log"
+"""
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+def test_torch_spec_is_split_into_pip_arguments_and_part_of_the_stamp(tmp_path):
+    """TORCH_SPEC reaches pip as separate arguments; changing it reinstalls, keeping it not."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    python.write_text(FAKE_PYTHON)  # records what make asks pip to do
+    python.chmod(0o755)
+    log = venv / "calls.log"
+
+    def install(spec: str) -> list[str]:
+        log.write_text("")
+        result = subprocess.run(
+            ["make", "-s", "install", f"VENV={venv}", f"TORCH_SPEC={spec}"],
+            cwd=ROOT, capture_output=True, text=True,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        return log.read_text().splitlines()
+
+    cpu = "torch --index-url https://download.pytorch.org/whl/cpu"
+    calls = install(cpu)
+    assert calls[0] == f"-m pip install --quiet {cpu}"  # the shell split it: not one argument
+    assert calls[1].startswith("-m pip install --quiet -e .")
+    assert install(cpu) == []  # nothing changed: nothing to do
+    assert install("torch==2.13.0")[0] == "-m pip install --quiet torch==2.13.0"
+    kept = install("")  # keep the torch that is there
+    assert len(kept) == 1 and kept[0].startswith("-m pip install --quiet -e .")
 
 
 def test_package_imports_only_its_dependencies():
@@ -292,7 +395,8 @@ def test_ruff_is_clean_on_package_tests_and_notebooks():
 
 def test_gitignore_keeps_build_products_out():
     ignored = (ROOT / ".gitignore").read_text().split()
-    for entry in ("_build/", ".venv/", "book/_static/mathjax/"):
+    for entry in ("_build/", ".venv/", "book/_static/mathjax/", "build/", ".venv-d2l/",
+                  ".venv-lower/"):
         assert entry in ignored
 
 

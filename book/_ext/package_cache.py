@@ -3,8 +3,9 @@
 Jupyter Book's cache (``_build/.jupyter_cache``) keys each notebook on its own code cells only,
 so editing ``normtut/*.py`` and rebuilding would serve the old outputs. ``make book`` calls
 
-    python book/_ext/package_cache.py check   # before the build: drop a stale cache
-    python book/_ext/package_cache.py stamp   # after a successful build: remember the key
+    python book/_ext/package_cache.py check   # before the build: drop a stale cache, and
+                                              # record the key the new cache is built with
+    python book/_ext/package_cache.py stamp   # after the build: the same key, again
 
 The key hashes every file of the package plus ``pyproject.toml`` (dependency bounds) and the
 versions of torch, numpy and matplotlib that execute the chapters.
@@ -47,12 +48,14 @@ def check(root: Path = ROOT, build: Path = BUILD) -> bool:
     current = cache_key(root)
     if stamp.exists() and stamp.read_text().strip() == current:
         return False
-    stamp.unlink(missing_ok=True)
-    if cache.exists():
+    dropped = cache.exists()
+    if dropped:
         shutil.rmtree(cache)
         print("normtut changed since the last build: every chapter is executed again")
-        return True
-    return False
+    # what is executed from now on belongs to this key, even if the build then fails
+    build.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(current + "\n")
+    return dropped
 
 
 def stamp(root: Path = ROOT, build: Path = BUILD) -> None:
