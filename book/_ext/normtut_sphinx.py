@@ -7,6 +7,8 @@
   place: the executed notebook it then writes (``_build/jupyter_execute``, the page's download)
   holds each line twice, and text printed after a figure moves above it. We merge only
   *adjacent* streams, on copies.
+- The execution table (``{nb-exec-table}``) marks each notebook with the emoji "✅", which the
+  build machines' fonts cannot draw (an empty box in the page); we write "ok" instead.
 """
 
 from __future__ import annotations
@@ -55,7 +57,20 @@ def _merge_streams_on_copies() -> None:
     render.coalesce_streams = coalesce_adjacent_streams
 
 
+STATUS_WORDS = {"\u2705": "ok", "\u274c": "failed"}
+
+
+def _plain_status(app, doctree, docname):
+    from docutils import nodes
+
+    for text in list(doctree.findall(nodes.Text)):
+        word = STATUS_WORDS.get(text.astext().strip())
+        if word is not None:
+            text.parent.replace(text, nodes.Text(word))
+
+
 def setup(app):
+    app.connect("doctree-resolved", _plain_status)
     app.connect("html-page-context", _dedupe_scripts)
     _merge_streams_on_copies()
     return {"parallel_read_safe": True, "parallel_write_safe": True}
