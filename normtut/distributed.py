@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from normtut.normalization import _BatchNorm, batch_norm
+from normtut.normalization import _BatchNorm
 
 __all__ = ["run", "default_backend", "SyncBatchNorm", "ZeroRedundancyOptimizer"]
 
@@ -335,36 +335,26 @@ class SyncBatchNorm(_BatchNorm):
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
         self._check_non_zero_input_channels(input)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked)
-        batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         group = self.process_group or (dist.group.WORLD if dist.is_initialized() else None)
         sync = (
-            batch_stats
-            and self.training
+            self.training
             and dist.is_available()
             and dist.is_initialized()
             and dist.get_world_size(group) > 1
         )
-        track = not self.training or self.track_running_stats
-        running_mean = self.running_mean if track else None
-        running_var = self.running_var if track else None
-        if not sync:
-            return batch_norm(
-                input,
-                running_mean,
-                running_var,
-                self.weight,
-                self.bias,
-                batch_stats,
-                factor,
-                self.eps,
-            )
+        if not sync:  # eval, or a group of one: an ordinary batch norm
+            return super().forward(input)
+        factor = self._running_factor()
+        track = self.track_running_stats
         return _SyncBatchNormFunction.apply(
-            input, self.weight, self.bias, running_mean, running_var, self.eps, factor, group
+            input,
+            self.weight,
+            self.bias,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            self.eps,
+            factor,
+            group,
         )
 
     @classmethod

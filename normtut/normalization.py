@@ -727,6 +727,17 @@ class _BatchNorm(_NormBase, nn.modules.batchnorm._BatchNorm):
     come first in the method resolution order.
     """
 
+    def _running_factor(self) -> float:
+        r"""Count a training batch and return the weight of its statistics in the running
+        estimates: ``momentum``, or :math:`1/\text{num\_batches\_tracked}` (the cumulative
+        average) when ``momentum`` is ``None``."""
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / float(self.num_batches_tracked)
+        return factor
+
     def forward(self, input: Tensor) -> Tensor:
         """Normalize ``input``; train or eval comes from ``self.training`` only.
 
@@ -736,11 +747,7 @@ class _BatchNorm(_NormBase, nn.modules.batchnorm._BatchNorm):
         running estimates normalize, or the batch statistics when there are none.
         """
         self._check_input_dim(input)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked)
+        factor = self._running_factor()
         if self.training:
             use_batch_stats = True
         else:
