@@ -722,8 +722,8 @@ class Adadelta(_Optimizer):
     root-mean-squares has the units of :math:`\theta` over those of :math:`g` (the units of an
     inverse Hessian), so the step has the units of :math:`\theta` and the paper has no
     learning rate at all: that is :math:`\gamma = 1`, torch's default. :math:`\epsilon` sits
-    inside both square roots (the first steps, with :math:`u = 0`, are of size about
-    :math:`\sqrt\epsilon`).
+    inside both square roots: the first step, with :math:`u_0 = 0`, is about
+    :math:`\sqrt{\epsilon/(1-\rho)}` in every coordinate whose gradient is not tiny.
 
     Arguments (``foreach`` positional, as in torch), defaults and state are those of
     :class:`torch.optim.Adadelta`. State per parameter: ``step``, ``square_avg`` and
@@ -1079,19 +1079,21 @@ class RAdam(_Optimizer):
 
     Liu, Jiang, He, Chen, Liu, Gao & Han (2020), "On the Variance of the Adaptive Learning
     Rate and Beyond": :math:`\rho_t` is the length of the simple moving average that
-    :math:`v_t` approximates; while it is short (:math:`\rho_t \le 5`, the first few steps:
-    five for :math:`\beta_2 = 0.999`) the variance of :math:`1/\sqrt{v_t}` is unbounded, and the
-    step is plain SGD with (bias-corrected) momentum; after that the adaptive step is
-    multiplied by the rectification :math:`r_t < 1`, which rises to 1 as :math:`t` grows. A
-    built-in warmup, without a warmup schedule.
+    :math:`v_t` approximates. While it is short, the variance of the adaptive learning rate
+    :math:`\sqrt{1-\beta_2^t}/\sqrt{v_t}` is intractable (the paper's cut-off is
+    :math:`\rho_t > 4`; torch, like the authors' code, uses 5: the first five steps for
+    :math:`\beta_2 = 0.999`), and the step is plain SGD with bias-corrected momentum; after
+    that the adaptive step is multiplied by the rectification :math:`r_t < 1`, which rises to
+    1 as :math:`t` grows. A built-in warmup, without a warmup schedule.
 
     Arguments, defaults and state are those of :class:`torch.optim.RAdam` (including
     ``decoupled_weight_decay``, "RAdamW"). State per parameter: ``step``, ``exp_avg`` and
     ``exp_avg_sq``. The for-loop path (``foreach=False``, the CPU default) is bitwise torch's
     for-loop. torch's *foreach* RAdam computes the step in another order (one multiplier
     :math:`-\gamma r_t \sqrt{1-\beta_2^t}/((1-\beta_1^t)(\sqrt{v_t}+\epsilon))`, then
-    :math:`\theta \mathrel{+}= m_t \cdot` multiplier), so its parameters differ from its
-    for-loop's by a few units in the last place; ours follows each torch path bitwise.
+    :math:`\theta \mathrel{+}= m_t \cdot` multiplier), so each of its steps differs from its
+    for-loop's by a few units in the last place of the update (and the trajectories drift
+    apart); ours follows each torch path bitwise.
 
     Example::
 
