@@ -301,7 +301,8 @@ class _Optimizer(Optimizer):
         raise NotImplementedError
 
     def _foreach_allowed(self, group: dict[str, Any], params: list[Tensor]) -> bool:
-        return _use_foreach(group["foreach"], params, group["lr"])
+        # torch's default ignores a tensor lr here (only Adam's turns foreach off for it)
+        return _use_foreach(group["foreach"], params)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -773,9 +774,6 @@ class Adadelta(_Optimizer):
         state["square_avg"] = _zeros_like(p)
         state["acc_delta"] = _zeros_like(p)
 
-    def _foreach_allowed(self, group: dict[str, Any], params: list[Tensor]) -> bool:
-        return _use_foreach(group["foreach"], params)  # torch's Adadelta: a tensor lr is fine
-
     def _update(self, group, params, grads, states) -> None:
         lr, rho, eps = _scalar(group["lr"]), group["rho"], group["eps"]
         maximize, weight_decay = group["maximize"], group["weight_decay"]
@@ -1142,9 +1140,6 @@ class RAdam(_Optimizer):
         state["step"] = _step_counter()
         state["exp_avg"] = _zeros_like(p)
         state["exp_avg_sq"] = _zeros_like(p)
-
-    def _foreach_allowed(self, group: dict[str, Any], params: list[Tensor]) -> bool:
-        return _use_foreach(group["foreach"], params)  # torch's RAdam: a tensor lr is fine
 
     @staticmethod
     def _rho(t: float, beta2: float) -> tuple[float, float]:

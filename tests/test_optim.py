@@ -1021,3 +1021,22 @@ def test_oldest_checkpoint_loads_and_continues_like_torch(name):
     for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
         assert_identical(p.detach(), q.detach())
     assert_identical(opt.state_dict(), ref.state_dict())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_default_path_with_a_tensor_lr_is_torchs(name, monkeypatch):
+    """On a foreach device (here the CPU, declared one for the test) ``foreach=None`` picks
+    foreach as torch's ``_default_to_fused_or_foreach`` does, which ignores a tensor ``lr``;
+    only Adam and AdamW then turn foreach off (torch's adam.py), as their foreach path
+    refuses a tensor lr without ``capturable``."""
+    monkeypatch.setattr(nopt, "_FOREACH_DEVICES", nopt._FOREACH_DEVICES | {"cpu"})
+    cls = getattr(nopt, name)
+    paths = []
+    monkeypatch.setattr(cls, "_update", lambda self, *a: paths.append("for-loop"))
+    monkeypatch.setattr(cls, "_foreach_update", lambda self, *a: paths.append("foreach"))
+    w = nn.Parameter(torch.ones(3))
+    w.grad = torch.ones(3)
+    for lr in (0.01, torch.tensor(0.01)):
+        cls([w], lr=lr).step()
+    expected = ["foreach", "for-loop"] if name in ("Adam", "AdamW") else ["foreach", "foreach"]
+    assert paths == expected
