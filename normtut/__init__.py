@@ -20,13 +20,17 @@ Modules:
 - ``normtut.normalization``: ``batch_norm`` and ``BatchNorm1d/2d/3d`` (hand-written
   backward), ``LayerNorm``, ``GroupNorm``, ``RMSNorm``, ``update_bn`` and BN-LeNet.
 - ``normtut.parametrizations``: ``weight_norm``, ``spectral_norm``, ``orthogonal``.
-- ``normtut.optim``: ``SGD``, ``Adagrad``, ``RMSprop``, ``Adam``, ``AdamW``, ``Muon``, as
+- ``normtut.optim``: ``SGD``, ``Adagrad``, ``RMSprop``, ``Adadelta``, ``Adam``, ``AdamW``,
+  ``RAdam``, ``Muon``, as
   ``torch.optim``'s; ``clip_grad_norm_`` and ``clip_grad_value_``, as ``torch.nn.utils``'.
 - ``normtut.lr_scheduler``: the learning-rate schedulers of ``torch.optim.lr_scheduler``
   (step, multi-step, exponential, cosine, linear warmup, sequential, one-cycle, plateau).
 - ``normtut.amp``: ``GradScaler``, dynamic loss scaling, as ``torch.amp.GradScaler``.
 - ``normtut.distributed``: a process launcher for notebooks, ``SyncBatchNorm`` and a ZeRO-1
   ``ZeroRedundancyOptimizer``, on ``torch.distributed`` (gloo on the CPU, NCCL on GPUs).
+- ``normtut.rnn``: a plain tanh RNN (``VanillaRNN``), the memory task (``memory_batch``)
+  and the gradient per time step (``state_grad_norms``), for exploding and vanishing
+  gradients.
 - ``normtut.landscapes``: two-dimensional loss surfaces for watching optimizers move.
 - ``normtut.grading``: the otter-grader plugin of the autograded assignments (the checkers
   themselves ship only in the autograder).
