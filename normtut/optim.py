@@ -1,14 +1,16 @@
-r"""Optimizers from scratch: SGD (with momentum and Nesterov), Adagrad, RMSprop, Adam and AdamW.
+r"""Optimizers from scratch: SGD (with momentum and Nesterov), Adagrad, Adadelta, RMSprop, Adam,
+AdamW and RAdam.
 
 Every class here subclasses :class:`torch.optim.Optimizer` and is a drop-in for its
 ``torch.optim`` twin: the same constructor signature and defaults (torch 2.13), the same
 ``param_groups`` keys and the same per-parameter state (``step``, ``momentum_buffer``,
-``sum``, ``square_avg``, ``grad_avg``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, with
-``step`` a 0-dim float32 CPU tensor as torch keeps it), so a ``state_dict`` moves between the
-twins in both directions and training goes on as if nothing happened. Learning-rate
+``sum``, ``square_avg``, ``acc_delta``, ``grad_avg``, ``exp_avg``, ``exp_avg_sq``,
+``max_exp_avg_sq``, with ``step`` a 0-dim float32 CPU tensor as torch keeps it), so a
+``state_dict`` moves between the twins in both directions and training goes on as if nothing
+happened. Learning-rate
 schedulers from :mod:`torch.optim.lr_scheduler` work unchanged.
 
-All five take a gradient :math:`g_t = \nabla_\theta f_t(\theta_{t-1})` (negated with
+All seven take a gradient :math:`g_t = \nabla_\theta f_t(\theta_{t-1})` (negated with
 ``maximize=True``; plus :math:`\lambda\theta_{t-1}` with an L2 ``weight_decay`` :math:`\lambda`)
 and move the parameters :math:`\theta` against it:
 
@@ -19,6 +21,9 @@ and move the parameters :math:`\theta` against it:
 * **Adagrad** (Duchi, Hazan & Singer, 2011, "Adaptive Subgradient Methods for Online Learning
   and Stochastic Optimization"): a per-coordinate step :math:`\gamma/\sqrt{\sum_s g_s^2}`.
   :class:`Adagrad`.
+* **Adadelta** (Zeiler, 2012, "ADADELTA: An Adaptive Learning Rate Method"): RMSprop's
+  denominator, with a moving root-mean-square of the past updates as numerator, so that the
+  step has the units of :math:`\theta` (learning rate 1). :class:`Adadelta`.
 * **RMSprop** (Tieleman & Hinton, 2012, Lecture 6.5 of "Neural Networks for Machine
   Learning"): Adagrad with a moving average instead of a sum. :class:`RMSprop`.
 * **Adam** (Kingma & Ba, 2015, "Adam: A Method for Stochastic Optimization"): moving averages
@@ -26,6 +31,9 @@ and move the parameters :math:`\theta` against it:
   Kumar, 2018, "On the Convergence of Adam and Beyond"). :class:`Adam`.
 * **AdamW** (Loshchilov & Hutter, 2019, "Decoupled Weight Decay Regularization"): Adam with the
   weight decay applied to :math:`\theta` directly, not through the gradient. :class:`AdamW`.
+* **RAdam** (Liu, Jiang, He, Chen, Liu, Gao & Han, 2020, "On the Variance of the Adaptive
+  Learning Rate and Beyond"): Adam whose adaptive step is off for the first few steps (SGD with
+  momentum) and then scaled by a rectification that rises to 1. :class:`RAdam`.
 
 **Exactness.** Each update is written with the same tensor operations in the same order as
 torch's for-loop implementation (``foreach=False``), so on the CPU the parameters and the
@@ -34,12 +42,14 @@ state are *bitwise* equal to ``torch.optim``'s after any number of steps.
 **Two paths.** ``foreach=False`` updates one parameter at a time (the equations as written);
 ``foreach=True`` runs each line of the update on whole lists of tensors with
 ``torch._foreach_*`` operations, one list per device and dtype, which saves the Python loop
-(on a GPU it also saves kernel launches). Each path gives the bits of torch's same path;
-in float32 and float64 both give the same numbers (for float16/bfloat16 Adagrad, torch's
-foreach rounds :math:`-\tilde\gamma_t g_t` once more, and so does ours). Complex parameters
-are updated as real views with a trailing axis of 2, where torch takes them (the for-loop
-after the weight decay, foreach before). ``foreach=None`` (the default) picks the for-loop on
-the CPU and ``foreach`` on CUDA, as torch does.
+(on a GPU it also saves kernel launches). Each path gives the bits of torch's same path. In
+float32 and float64 both paths give the same numbers, except for RAdam, whose foreach step
+torch computes in another order (its two paths differ in the last bits; see :class:`RAdam`),
+and for float16/bfloat16 Adagrad, whose foreach torch rounds :math:`-\tilde\gamma_t g_t`
+once more (ours too). Complex parameters are updated as real views with a trailing axis of
+2, where torch takes them (foreach: before the weight decay; the for-loop: after it, except
+RAdam's, before). ``foreach=None`` (the default) picks the for-loop on the CPU and
+``foreach`` on CUDA, as torch does.
 
 **Older checkpoints.** ``load_state_dict`` fills the param-group keys an older (or
 hand-made) state_dict lacks with torch's defaults and turns a number ``step`` into torch's
@@ -76,9 +86,11 @@ from torch.optim import Optimizer
 __all__ = [
     "SGD",
     "Adagrad",
+    "Adadelta",
     "RMSprop",
     "Adam",
     "AdamW",
+    "RAdam",
     "Muon",
     "clip_grad_norm_",
     "clip_grad_value_",
@@ -289,7 +301,8 @@ class _Optimizer(Optimizer):
         raise NotImplementedError
 
     def _foreach_allowed(self, group: dict[str, Any], params: list[Tensor]) -> bool:
-        return _use_foreach(group["foreach"], params, group["lr"])
+        # torch's default ignores a tensor lr here (only Adam's turns foreach off for it)
+        return _use_foreach(group["foreach"], params)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -689,6 +702,119 @@ class RMSprop(_Optimizer):
             torch._foreach_addcdiv_(params, grads, avg, value=-lr)
 
 
+# --- Adadelta ------------------------------------------------------------------------------
+
+
+class Adadelta(_Optimizer):
+    r"""Adadelta: RMSprop's step, with the root-mean-square of recent *updates* as its numerator.
+
+    With learning rate :math:`\gamma`, decay :math:`\rho`, weight decay :math:`\lambda` and
+    :math:`\epsilon`; :math:`v_0 = u_0 = 0`:
+
+    .. math::
+        g_t &\leftarrow \nabla_\theta f_t(\theta_{t-1}) + \lambda\theta_{t-1}
+            \quad(\text{negated first if maximize}) \\
+        v_t &\leftarrow \rho v_{t-1} + (1-\rho) g_t^2 \qquad(\texttt{square\_avg}) \\
+        \Delta\theta_t &\leftarrow \frac{\sqrt{u_{t-1} + \epsilon}}{\sqrt{v_t + \epsilon}}\, g_t \\
+        u_t &\leftarrow \rho u_{t-1} + (1-\rho) \Delta\theta_t^2 \qquad(\texttt{acc\_delta}) \\
+        \theta_t &\leftarrow \theta_{t-1} - \gamma\, \Delta\theta_t .
+
+    Zeiler (2012), "ADADELTA: An Adaptive Learning Rate Method". The ratio of two
+    root-mean-squares has the units of :math:`\theta` over those of :math:`g` (the units of an
+    inverse Hessian), so the step has the units of :math:`\theta` and the paper has no
+    learning rate at all: that is :math:`\gamma = 1`, torch's default. :math:`\epsilon` sits
+    inside both square roots: the first step, with :math:`u_0 = 0`, is about
+    :math:`\sqrt{\epsilon/(1-\rho)}` in every coordinate whose gradient is not tiny.
+
+    Arguments (``foreach`` positional, as in torch), defaults and state are those of
+    :class:`torch.optim.Adadelta`. State per parameter: ``step``, ``square_avg`` and
+    ``acc_delta``.
+
+    Example::
+
+        >>> import torch
+        >>> from normtut.optim import Adadelta
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 100.0]))
+        >>> opt = Adadelta([w], eps=1e-4)
+        >>> (w**2).sum().backward()
+        >>> _ = opt.step()
+        >>> w.detach()  # the same step for both: sqrt(eps) / sqrt(0.1) = 0.0316
+        tensor([ 0.9684, 99.9684])
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        capturable: bool = False,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        _check_nonnegative(lr=lr)
+        if not 0.0 <= rho <= 1.0:
+            raise ValueError(f"Invalid rho value: {rho}")
+        _check_nonnegative(eps=eps, weight_decay=weight_decay)
+        defaults = dict(
+            lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
+            capturable=capturable, foreach=foreach, differentiable=differentiable,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    _SETSTATE_DEFAULTS = dict(
+        foreach=None, maximize=False, differentiable=False, capturable=False
+    )  # fmt: skip
+
+    def _init_state(self, state: dict[str, Any], p: Tensor, group: dict[str, Any]) -> None:
+        state["step"] = _step_counter()
+        state["square_avg"] = _zeros_like(p)
+        state["acc_delta"] = _zeros_like(p)
+
+    def _update(self, group, params, grads, states) -> None:
+        lr, rho, eps = _scalar(group["lr"]), group["rho"], group["eps"]
+        maximize, weight_decay = group["maximize"], group["weight_decay"]
+        for param, grad, state in zip(params, grads, states, strict=True):
+            state["step"] += 1
+            grad = _gradient(grad, param, maximize, weight_decay)
+            # as torch's for-loop: the weight decay on complex tensors, the rest on real views
+            grad, square_avg, acc_delta = _real(grad, state["square_avg"], state["acc_delta"])
+            square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)  # v_t
+            std = square_avg.add(eps).sqrt_()
+            delta = acc_delta.add(eps).sqrt_()
+            delta.div_(std).mul_(grad)  # Delta theta_t
+            acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)  # u_t
+            if torch.is_complex(param):
+                delta = torch.view_as_complex(delta)
+            param.add_(delta, alpha=-lr)
+
+    def _foreach_update(self, group, params, grads, states) -> None:
+        lr, rho, eps = _number(group["lr"]), group["rho"], group["eps"]
+        steps = [state["step"] for state in states]
+        square_avgs = [state["square_avg"] for state in states]
+        acc_deltas = [state["acc_delta"] for state in states]
+        # as torch's foreach: complex entries as real views first, then the gradient
+        params, grads, square_avgs, acc_deltas = _foreach_real(
+            params, grads, square_avgs, acc_deltas
+        )
+        torch._foreach_add_(steps, 1.0)
+        grads = _foreach_gradient(grads, params, group["maximize"], group["weight_decay"])
+        torch._foreach_mul_(square_avgs, rho)
+        torch._foreach_addcmul_(square_avgs, grads, grads, value=1 - rho)
+        std = torch._foreach_add(square_avgs, eps)
+        torch._foreach_sqrt_(std)
+        deltas = torch._foreach_add(acc_deltas, eps)
+        torch._foreach_sqrt_(deltas)
+        torch._foreach_div_(deltas, std)
+        torch._foreach_mul_(deltas, grads)
+        torch._foreach_mul_(acc_deltas, rho)
+        torch._foreach_addcmul_(acc_deltas, deltas, deltas, value=1 - rho)
+        torch._foreach_add_(params, deltas, alpha=-lr)
+
+
 # --- Adam and AdamW ------------------------------------------------------------------------
 
 
@@ -919,6 +1045,186 @@ class AdamW(Adam):
         super().__setstate__(state)
         for group in self.param_groups:  # as torch's AdamW: always decoupled
             group["decoupled_weight_decay"] = True
+
+
+# --- RAdam ---------------------------------------------------------------------------------
+
+
+class RAdam(_Optimizer):
+    r"""RAdam: Adam whose adaptive step is switched on, and scaled, by the variance it can trust.
+
+    With learning rate :math:`\gamma`, :math:`(\beta_1, \beta_2)` (``betas``), weight decay
+    :math:`\lambda` and :math:`\epsilon`; :math:`m_0 = v_0 = 0` and
+    :math:`\rho_\infty = 2/(1-\beta_2) - 1`:
+
+    .. math::
+        g_t &\leftarrow \nabla_\theta f_t(\theta_{t-1}) + \lambda\theta_{t-1}
+            \quad(\text{negated first if maximize}; \text{ no } \lambda\theta
+            \text{ if decoupled}) \\
+        \theta_{t-1} &\leftarrow (1 - \gamma\lambda)\,\theta_{t-1}
+            \qquad(\texttt{decoupled\_weight\_decay} \text{ only}) \\
+        m_t &\leftarrow \beta_1 m_{t-1} + (1-\beta_1) g_t \qquad(\texttt{exp\_avg}) \\
+        v_t &\leftarrow \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \qquad(\texttt{exp\_avg\_sq}) \\
+        \hat m_t &\leftarrow m_t / (1-\beta_1^t), \qquad
+        \rho_t \leftarrow \rho_\infty - \frac{2t\beta_2^t}{1-\beta_2^t} \\
+        r_t &\leftarrow \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}
+            {(\rho_\infty-4)(\rho_\infty-2)\rho_t}} \qquad(\text{if } \rho_t > 5) \\
+        \theta_t &\leftarrow \begin{cases}
+            \theta_{t-1} - \gamma\, \hat m_t\, r_t\,
+            \dfrac{\sqrt{1-\beta_2^t}}{\sqrt{v_t}+\epsilon} & \rho_t > 5 \\
+            \theta_{t-1} - \gamma\, \hat m_t & \rho_t \le 5.
+            \end{cases}
+
+    Liu, Jiang, He, Chen, Liu, Gao & Han (2020), "On the Variance of the Adaptive Learning
+    Rate and Beyond": :math:`\rho_t` is the length of the simple moving average that
+    :math:`v_t` approximates. While it is short, the variance of the adaptive learning rate
+    :math:`\sqrt{1-\beta_2^t}/\sqrt{v_t}` is intractable (the paper's cut-off is
+    :math:`\rho_t > 4`; torch, like the authors' code, uses 5: the first five steps for
+    :math:`\beta_2 = 0.999`), and the step is plain SGD with bias-corrected momentum; after
+    that the adaptive step is multiplied by the rectification :math:`r_t < 1`, which rises to
+    1 as :math:`t` grows. A built-in warmup, without a warmup schedule.
+
+    Arguments, defaults and state are those of :class:`torch.optim.RAdam` (including
+    ``decoupled_weight_decay``, "RAdamW"). State per parameter: ``step``, ``exp_avg`` and
+    ``exp_avg_sq``. The for-loop path (``foreach=False``, the CPU default) is bitwise torch's
+    for-loop. torch's *foreach* RAdam computes the step in another order (one multiplier
+    :math:`-\gamma r_t \sqrt{1-\beta_2^t}/((1-\beta_1^t)(\sqrt{v_t}+\epsilon))`, then
+    :math:`\theta \mathrel{+}= m_t \cdot` multiplier), so each of its steps differs from its
+    for-loop's by a few units in the last place of the update (and the trajectories drift
+    apart); ours follows each torch path bitwise.
+
+    Example::
+
+        >>> import torch
+        >>> from normtut.optim import RAdam
+        >>> w = torch.nn.Parameter(torch.tensor([1.0, 100.0]))
+        >>> opt = RAdam([w], lr=0.1)
+        >>> (w**2).sum().backward()
+        >>> _ = opt.step()
+        >>> w.detach()  # step 1 is not adapted: lr * g, as SGD (m-hat_1 = g_1)
+        tensor([ 0.8000, 80.0000])
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        decoupled_weight_decay: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        _check_nonnegative(lr=lr, eps=eps)
+        for i in (0, 1):
+            if not 0.0 <= betas[i] < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+        _check_nonnegative(weight_decay=weight_decay)
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
+            foreach=foreach, capturable=capturable,
+            decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    _SETSTATE_DEFAULTS = dict(
+        foreach=None, maximize=False, differentiable=False, decoupled_weight_decay=False,
+        capturable=False,
+    )  # fmt: skip
+
+    def _init_state(self, state: dict[str, Any], p: Tensor, group: dict[str, Any]) -> None:
+        state["step"] = _step_counter()
+        state["exp_avg"] = _zeros_like(p)
+        state["exp_avg_sq"] = _zeros_like(p)
+
+    @staticmethod
+    def _rho(t: float, beta2: float) -> tuple[float, float]:
+        r""":math:`\rho_\infty` and :math:`\rho_t` (as Python floats, torch's expressions)."""
+        rho_inf = 2 / (1 - beta2) - 1
+        return rho_inf, rho_inf - 2 * t * (beta2**t) / (1 - beta2**t)
+
+    @staticmethod
+    def _rect(rho_inf: float, rho_t: float) -> float:
+        r"""The rectification :math:`r_t` (only for :math:`\rho_t > 5`, so also
+        :math:`\rho_\infty > 5`: no division by zero)."""
+        return (
+            (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+        ) ** 0.5
+
+    def _update(self, group, params, grads, states) -> None:
+        lr, (beta1, beta2), eps = _scalar(group["lr"]), group["betas"], group["eps"]
+        weight_decay, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
+        for param, grad, state in zip(params, grads, states, strict=True):
+            grad = _gradient(grad, param, group["maximize"], 0)
+            # as torch's for-loop: complex entries as real views before the weight decay
+            param, grad, exp_avg, exp_avg_sq = _real(
+                param, grad, state["exp_avg"], state["exp_avg_sq"]
+            )
+            step_t = state["step"]
+            step_t += 1
+            t = step_t.item()
+            if weight_decay != 0:
+                if decoupled:
+                    param.mul_(1 - lr * weight_decay)  # theta <- (1 - lr lambda) theta
+                else:
+                    grad = grad.add(param, alpha=weight_decay)
+            exp_avg.lerp_(grad, 1 - beta1)  # m_t
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v_t
+            bias_correction1 = 1 - beta1**t
+            bias_correction2 = 1 - beta2**t
+            m_hat = exp_avg / bias_correction1
+            rho_inf, rho_t = self._rho(t, beta2)
+            if rho_t > 5.0:  # rectified adaptive step
+                rect = self._rect(rho_inf, rho_t)
+                adaptive_lr = (bias_correction2**0.5) / exp_avg_sq.sqrt().add_(eps)
+                param.add_(m_hat * lr * adaptive_lr * rect, alpha=-1.0)
+            else:  # SGD with bias-corrected momentum
+                param.add_(m_hat * lr, alpha=-1.0)
+
+    def _foreach_update(self, group, params, grads, states) -> None:
+        lr, (beta1, beta2), eps = _scalar(group["lr"]), group["betas"], group["eps"]
+        weight_decay, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
+        steps = [state["step"] for state in states]
+        exp_avgs = [state["exp_avg"] for state in states]
+        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+        # as torch's foreach: complex entries as real views first, then the gradient
+        params, grads, exp_avgs, exp_avg_sqs = _foreach_real(params, grads, exp_avgs, exp_avg_sqs)
+        torch._foreach_add_(steps, 1.0)
+        ts = [s.item() for s in steps]
+        grads = _foreach_gradient(
+            grads, params, group["maximize"], 0 if decoupled else weight_decay
+        )
+        if decoupled and weight_decay != 0:
+            torch._foreach_mul_(params, 1 - lr * weight_decay)
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        # torch's foreach order: one multiplier per tensor,
+        # -lr r_t sqrt(1 - beta2^t) / ((1 - beta1^t) (sqrt(v_t) + eps)), or -lr / (1 - beta1^t)
+        # when rho_t <= 5 (then r_t = 0 and the first term is 1 / -inf = -0.0)
+        rects = []
+        for t in ts:
+            rho_inf, rho_t = self._rho(t, beta2)
+            rects.append(self._rect(rho_inf, rho_t) if rho_t > 5 else 0)
+        bias_correction1 = [1 - beta1**t for t in ts]
+        unrect_step_size = [
+            (lr * (0 if r > 0 else 1.0) / bc) * -1
+            for r, bc in zip(rects, bias_correction1, strict=True)
+        ]
+        rect_step_size = [
+            ((1 - beta2**t) ** 0.5) * (lr * r / bc) * -1
+            for t, r, bc in zip(ts, rects, bias_correction1, strict=True)
+        ]
+        buffer = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_add_(buffer, eps)
+        torch._foreach_div_(buffer, rect_step_size)
+        torch._foreach_reciprocal_(buffer)
+        torch._foreach_add_(buffer, unrect_step_size)
+        torch._foreach_addcmul_(params, exp_avgs, buffer)
 
 
 # Muon and gradient clipping live in their own modules (one concept each) and are part of

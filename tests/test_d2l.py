@@ -365,3 +365,37 @@ def test_seed_programs_run_with_normtut(offline_d2l, monkeypatch):
     printed = out.getvalue()
     assert printed.count("training on cpu") == 2
     assert len(re.findall(r"loss [\d.]+, train acc [\d.]+, test acc [\d.]+", printed)) == 2
+
+
+# --- gradient clipping ----------------------------------------------------------------------
+
+
+def _grads_after(clip, theta: float, scale: float) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
+    (net(torch.randn(32, 8)).pow(2).sum() * scale).backward()
+    clip(net, theta)
+    return [p.grad.clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_grad_clipping_equals_clip_grad_norm_up_to_eps(d2l, scale):
+    """``d2l.grad_clipping(net, theta)`` rescales by ``theta / norm`` only when ``norm > theta``;
+    ``clip_grad_norm_`` always multiplies by ``min(1, theta / (norm + 1e-6))`` (torch's source
+    and normtut's). Below the threshold both leave the gradient alone; above it they agree to
+    a relative 1e-6 / norm."""
+    from normtut.optim import clip_grad_norm_
+
+    theta = 1.0
+    ours = _grads_after(lambda net, t: clip_grad_norm_(net.parameters(), t), theta, scale)
+    theirs = _grads_after(d2l.grad_clipping, theta, scale)
+    unclipped = _grads_after(lambda net, t: None, theta, scale)
+    norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in unclipped])).item()
+    for a, b, g in zip(ours, theirs, unclipped, strict=True):
+        if norm <= theta:
+            assert torch.equal(a, g) and torch.equal(b, g)
+        else:
+            torch.testing.assert_close(a, b, rtol=2e-6 / norm + 1e-6, atol=0)
+            assert not torch.equal(b, g)
+    clipped = torch.linalg.vector_norm(torch.stack([g.norm() for g in theirs])).item()
+    assert clipped == pytest.approx(min(norm, theta), rel=1e-5)

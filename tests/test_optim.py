@@ -23,7 +23,10 @@ from torch.optim import lr_scheduler
 
 from normtut import optim as nopt
 
-NAMES = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW"]
+NAMES = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "RAdam"]
+# torch's foreach path of these computes the step in another order than its for-loop (the two
+# differ in the last bits): our foreach is compared with torch's foreach, bitwise
+TORCH_FOREACH_ORDER = {"RAdam"}
 DTYPES = [torch.float32, torch.float64]
 STEPS = 50
 
@@ -69,6 +72,10 @@ CONFIGS = {
             maximize=[False, True],
         )  # fmt: skip
     ],
+    "Adadelta": [
+        dict(lr=1.0, **c)
+        for c in _product(rho=[0.9, 0.5], weight_decay=[0, 0.01], maximize=[False, True])
+    ],
     "RMSprop": [
         dict(lr=0.01, **c)
         for c in _product(
@@ -85,6 +92,12 @@ CONFIGS = {
     "AdamW": [
         dict(lr=0.01, **c)
         for c in _product(amsgrad=[False, True], weight_decay=[0, 0.1], maximize=[False, True])
+    ],
+    "RAdam": [
+        dict(lr=0.01, **c)
+        for c in _product(
+            weight_decay=[0, 0.01], decoupled_weight_decay=[False, True], maximize=[False, True]
+        )
     ],
 }
 CASES = [
@@ -168,9 +181,9 @@ def train_quadratic(opt_cls, kwargs, dtype):
 
 
 @functools.cache
-def torch_reference(name: str, frozen: tuple, dtype: torch.dtype):
-    """torch's for-loop trajectory (cached: shared by the tests of both paths)."""
-    params, opt = train_quadratic(twin(name)[1], dict(frozen, foreach=False), dtype)
+def torch_reference(name: str, frozen: tuple, dtype: torch.dtype, foreach: bool = False):
+    """torch's for-loop (or foreach) trajectory (cached: shared by the tests of both paths)."""
+    params, opt = train_quadratic(twin(name)[1], dict(frozen, foreach=foreach), dtype)
     return [p.detach().clone() for p in params], copy.deepcopy(opt.state_dict())
 
 
@@ -209,7 +222,7 @@ def test_signature_and_defaults_match_torch(name):
 
 
 def test_public_names_and_doctests():
-    # the five optimizers of this file, plus Muon and clipping (tests/test_muon.py, test_clip.py)
+    # the seven optimizers of this file, plus Muon and clipping (tests/test_muon.py, test_clip.py)
     extra = {"Muon", "clip_grad_norm_", "clip_grad_value_", "get_total_norm"}
     assert set(nopt.__all__) == set(NAMES) | extra
     assert all(callable(getattr(nopt, name)) for name in extra)
@@ -217,7 +230,7 @@ def test_public_names_and_doctests():
         doc = getattr(nopt, name).__doc__
         assert "math::" in doc and "Example::" in doc and ">>>" in doc
     failures, tried = doctest.testmod(nopt, optionflags=doctest.NORMALIZE_WHITESPACE)[:2]
-    assert tried >= 6 and failures == 0
+    assert tried >= 8 and failures == 0
 
 
 # --- exactness: 50 steps, every option, both paths, bitwise ----------------------------------
@@ -228,13 +241,15 @@ def test_public_names_and_doctests():
 @pytest.mark.parametrize(("name", "config"), CASES)
 def test_trajectory_and_state_bitwise_equal_torch_for_loop(name, config, dtype, foreach):
     """On the CPU every path of ours equals torch's for-loop bit for bit (torch's own foreach
-    path does too, see the next test, so 'bitwise' is the right bar for our foreach)."""
-    params, state = torch_reference(name, tuple(config.items()), dtype)
+    path does too, see the next test, so 'bitwise' is the right bar for our foreach); for
+    RAdam, whose foreach torch computes in another order, our foreach equals torch's."""
+    reference = foreach and name in TORCH_FOREACH_ORDER
+    params, state = torch_reference(name, tuple(config.items()), dtype, reference)
     ours, opt = train_quadratic(twin(name)[0], dict(config, foreach=foreach), dtype)
     for p, ref in zip(ours, params, strict=True):
         assert_identical(p.detach(), ref)
     ours = opt.state_dict()
-    ours["param_groups"][0]["foreach"] = False
+    ours["param_groups"][0]["foreach"] = reference
     assert_identical(ours, state)
     for entry in ours["state"].values():
         assert "step" not in entry or (entry["step"].dtype, entry["step"].shape) == (
@@ -243,7 +258,7 @@ def test_trajectory_and_state_bitwise_equal_torch_for_loop(name, config, dtype, 
         )
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in TORCH_FOREACH_ORDER])
 def test_torch_foreach_is_bitwise_its_for_loop_on_cpu(name):
     """The premise of the previous test, for the richest configuration of each optimizer."""
     config = CONFIGS[name][-1]
@@ -316,8 +331,8 @@ def test_foreach_groups_by_dtype(name):
             opt.step()
         return ps, opt.state_dict()["state"]
 
-    ref = run(twin(name)[1], False)
     for foreach in (False, True):
+        ref = run(twin(name)[1], foreach and name in TORCH_FOREACH_ORDER)
         assert_identical(run(twin(name)[0], foreach), ref)
 
 
@@ -347,7 +362,7 @@ def test_state_dict_moves_between_twins_and_training_continues(name, direction):
     assert_identical(opt2.state_dict()["state"], ref_opt.state_dict()["state"])
 
 
-@pytest.mark.parametrize("name", ["RMSprop", "Adam", "AdamW"])
+@pytest.mark.parametrize("name", ["Adadelta", "RMSprop", "Adam", "AdamW", "RAdam"])
 def test_step_follows_the_default_dtype_as_torch_does(name):
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
@@ -504,6 +519,10 @@ def test_complex_parameters_match_torch(name, foreach):
         ("RMSprop", dict(lr=torch.tensor(0.01), momentum=0.9, centered=True)),
         ("Adam", dict(lr=torch.tensor(0.01), amsgrad=True)),
         ("AdamW", dict(lr=0.01, betas=(torch.tensor(0.8), torch.tensor(0.99)))),
+        ("Adadelta", dict(lr=torch.tensor(0.5), rho=0.8)),
+        ("Adadelta", dict(lr=torch.tensor([0.5]), weight_decay=0.01, foreach=True)),
+        ("RAdam", dict(lr=torch.tensor(0.01), weight_decay=0.01, decoupled_weight_decay=True)),
+        ("RAdam", dict(lr=torch.tensor(0.01), foreach=True)),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
@@ -526,6 +545,11 @@ def hyperparameters(draw):
         kw = dict(lr_decay=draw(st.floats(0.0, 0.1)), eps=draw(st.floats(1e-10, 1e-3)))
     elif name == "RMSprop":
         kw = dict(alpha=draw(st.floats(0.5, 0.999)), momentum=draw(st.floats(0.0, 0.9)))
+    elif name == "Adadelta":
+        kw = dict(rho=draw(st.floats(0.0, 1.0)), eps=draw(st.floats(1e-10, 1e-3)))
+    elif name == "RAdam":
+        betas = (draw(st.floats(0.0, 0.99)), draw(st.floats(0.5, 0.9999)))
+        kw = dict(betas=betas, decoupled_weight_decay=draw(st.booleans()))
     else:
         betas = (draw(st.floats(0.0, 0.99)), draw(st.floats(0.5, 0.9999)))
         kw = dict(betas=betas, eps=draw(st.floats(1e-10, 1e-3)), amsgrad=draw(st.booleans()))
@@ -537,7 +561,8 @@ def hyperparameters(draw):
 def test_random_hyperparameters_bitwise_equal_torch(case, foreach):
     name, kwargs, dtype = case
     ours = train(twin(name)[0], dict(kwargs, foreach=foreach), dtype, steps=8)[0]
-    theirs = train(twin(name)[1], dict(kwargs, foreach=False), dtype, steps=8)[0]
+    reference = foreach and name in TORCH_FOREACH_ORDER
+    theirs = train(twin(name)[1], dict(kwargs, foreach=reference), dtype, steps=8)[0]
     for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
         assert_identical(p.detach(), q.detach())
 
@@ -562,10 +587,26 @@ SCHEDULERS = {
 }
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam"])
+SCHEDULED = {
+    "SGD": dict(lr=0.05, momentum=0.9),
+    "Adam": dict(lr=0.01),
+    "Adadelta": dict(lr=1.0),
+    "RAdam": dict(lr=0.01),
+}
+
+
+@pytest.mark.parametrize("name", SCHEDULED)
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_lr_schedulers_work_unchanged(scheduler, name):
-    config = dict(lr=0.05, momentum=0.9) if name == "SGD" else dict(lr=0.01)
+    config = SCHEDULED[name]
+    if scheduler == "OneCycleLR" and name == "Adadelta":  # no momentum to cycle: both refuse
+        errors = []
+        for cls in twin(name):
+            with pytest.raises(ValueError) as info:
+                SCHEDULERS[scheduler](cls(Toy(torch.float32).parameters(), **config))
+            errors.append(str(info.value))
+        assert errors[0] == errors[1] and "momentum" in errors[0]
+        return
     runs = []
     for cls in twin(name):
         model = Toy(torch.float32)
@@ -619,6 +660,23 @@ BAD = [
     ("AdamW", dict(betas=(0.9, 1.5))),
     ("AdamW", dict(weight_decay=-0.01)),
     ("AdamW", dict(lr=torch.tensor([0.1, 0.2]))),
+    ("Adadelta", dict(lr=-1.0)),
+    ("Adadelta", dict(lr=float("nan"))),
+    ("Adadelta", dict(lr=torch.tensor([0.1, 0.2]))),
+    ("Adadelta", dict(rho=-0.1)),
+    ("Adadelta", dict(rho=1.5)),
+    ("Adadelta", dict(rho=float("nan"))),
+    ("Adadelta", dict(eps=-1e-6)),
+    ("Adadelta", dict(weight_decay=-0.1)),
+    ("Adadelta", dict(lr=-1.0, rho=2.0)),  # the first check wins, as in torch
+    ("RAdam", dict(lr=-1e-3)),
+    ("RAdam", dict(lr=torch.tensor([0.1, 0.2]))),
+    ("RAdam", dict(eps=-1e-8)),
+    ("RAdam", dict(betas=(1.0, 0.999))),
+    ("RAdam", dict(betas=(-0.1, 0.999))),
+    ("RAdam", dict(betas=(0.9, 1.0))),
+    ("RAdam", dict(weight_decay=-0.1)),
+    ("RAdam", dict(eps=-1.0, betas=(0.9, 1.0))),
 ]
 
 
@@ -649,6 +707,10 @@ def test_nan_learning_rate_passes_sgd_as_in_torch():
         ("Adam", "capturable"),
         ("Adam", "fused"),
         ("AdamW", "differentiable"),
+        ("Adadelta", "capturable"),
+        ("Adadelta", "differentiable"),
+        ("RAdam", "capturable"),
+        ("RAdam", "differentiable"),
     ],
 )
 def test_options_we_do_not_implement_raise_a_clear_error(name, option):
@@ -678,6 +740,7 @@ def test_sparse_gradients_raise(name):
 SETSTATE_KEYS = {
     "SGD": ["nesterov", "maximize", "foreach", "differentiable", "fused"],
     "Adagrad": ["foreach", "maximize", "differentiable", "fused"],
+    "Adadelta": ["foreach", "maximize", "differentiable", "capturable"],
     "RMSprop": ["momentum", "centered", "foreach", "maximize", "differentiable", "capturable"],
     "Adam": [
         "amsgrad", "maximize", "foreach", "capturable", "differentiable",
@@ -687,6 +750,7 @@ SETSTATE_KEYS = {
         "amsgrad", "maximize", "foreach", "capturable", "differentiable",
         "decoupled_weight_decay", "fused",
     ],
+    "RAdam": ["foreach", "maximize", "differentiable", "decoupled_weight_decay", "capturable"],
 }  # fmt: skip
 MISSING = [
     pytest.param(name, keys, id=f"{name}-{'all' if len(keys) > 1 else keys[0]}")
@@ -732,7 +796,7 @@ def test_checkpoint_without_newer_group_keys_loads_and_steps_like_torch(name, ke
 
 @pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
 @pytest.mark.parametrize("number", [float, int])
-@pytest.mark.parametrize("name", ["Adagrad", "RMSprop", "Adam", "AdamW"])
+@pytest.mark.parametrize("name", ["Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "RAdam"])
 def test_number_step_in_loaded_state_becomes_a_tensor_like_torch(name, number, foreach):
     """Older checkpoints store ``step`` as a Python number: torch turns it back into a 0-dim
     float32 tensor on load; so do we (same state_dict right after loading and later)."""
@@ -808,3 +872,171 @@ def test_adagrad_low_precision_bitwise_torch(dtype, config, foreach):
             opt.step()
         out.append((w.detach().clone(), opt.state_dict()["state"]))
     assert_identical(out[0], out[1])
+
+
+# --- RAdam: torch's foreach order, the rectification switch -----------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_radam_torch_foreach_differs_from_its_for_loop_in_the_last_bits(dtype):
+    """Why RAdam is in TORCH_FOREACH_ORDER: from the same state, one step of torch's foreach
+    RAdam and one of its for-loop differ by a few units in the last place of the update
+    (measured from a zero parameter, so the parameter after the step is the update itself,
+    rounded once); ours reproduces each path bitwise, on un-rectified and rectified steps."""
+    g = torch.Generator().manual_seed(0)
+    w = nn.Parameter(torch.randn(4096, dtype=dtype, generator=g))
+    opt = torch.optim.RAdam([w], lr=0.01, foreach=False)
+    worst = []
+    for _ in range(8):  # steps 1-5 un-rectified, 6-8 rectified (beta2 = 0.999)
+        w.grad = torch.randn(4096, dtype=dtype, generator=g) + w.detach()
+        updates = {}
+        for foreach in (False, True):
+            for cls in (torch.optim.RAdam, nopt.RAdam):
+                v = nn.Parameter(torch.zeros_like(w))
+                v.grad = w.grad.clone()
+                o = cls([v], lr=0.01)
+                o.load_state_dict(copy.deepcopy(opt.state_dict()))
+                o.param_groups[0]["foreach"] = foreach  # (the state_dict brought False)
+                o.step()
+                updates[cls, foreach] = v.detach()
+        for foreach in (False, True):  # ours = torch on each path, bitwise
+            assert torch.equal(updates[nopt.RAdam, foreach], updates[torch.optim.RAdam, foreach])
+        a, b = updates[torch.optim.RAdam, False], updates[torch.optim.RAdam, True]
+        half_ulp = torch.finfo(dtype).eps / 2 * torch.maximum(a.abs(), b.abs())
+        worst.append(((a - b).abs() / half_ulp).max().item())  # at most 2x the ulps
+        opt.step()
+    assert min(worst) > 0  # the two paths differ on every step ...
+    assert max(worst) < 8  # ... by a few units in the last place (measured: up to about 6)
+
+
+def _radam_by_hand(grads, theta0, lr, beta1, beta2, eps):
+    """RAdam as Liu et al. (2020) write it, in float64 Python numbers: the updates."""
+    m = v = 0.0
+    theta, rho_inf, updates = theta0, 2 / (1 - beta2) - 1, []
+    for t, g in enumerate(grads, start=1):
+        m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
+        m_hat = m / (1 - beta1**t)
+        rho_t = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+        if rho_t > 5:
+            r = (
+                (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+            ) ** 0.5
+            step = lr * m_hat * r * (1 - beta2**t) ** 0.5 / (v**0.5 + eps)
+        else:
+            step = lr * m_hat  # SGD with bias-corrected momentum, no 1/sqrt(v)
+        theta -= step
+        updates.append((rho_t, step))
+    return updates
+
+
+@pytest.mark.parametrize("foreach", [False, True], ids=["for-loop", "foreach"])
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.5, 0.9), (0.9, 0.6)], ids=str)
+@pytest.mark.parametrize("cls", [nopt.RAdam, torch.optim.RAdam], ids=["normtut", "torch"])
+def test_radam_rectification_switch_matches_a_hand_computation(cls, betas, foreach):
+    """Steps with rho_t <= 5 are un-adapted SGD-with-momentum steps (lr * m-hat, whatever the
+    gradient's scale); later ones are the rectified Adam step. With beta2 = 0.999 the first
+    five steps are un-adapted; with beta2 = 0.6, rho_inf = 4 and no step ever is."""
+    lr, eps, grads = 0.1, 1e-8, [3.0, -1.0, 2.0, 0.5, 4.0, -2.0, 1.0, 3.0, -0.5, 2.5]
+    expected = _radam_by_hand(grads, 1.0, lr, *betas, eps)
+    w = nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    opt = cls([w], lr=lr, betas=betas, eps=eps, foreach=foreach)
+    for g, (rho_t, step) in zip(grads, expected, strict=True):
+        before = w.item()
+        w.grad = torch.tensor([g], dtype=torch.float64)
+        opt.step()
+        assert before - w.item() == pytest.approx(step, rel=1e-12, abs=1e-15), rho_t
+    n_plain = sum(rho_t <= 5 for rho_t, _ in expected)
+    assert n_plain == {(0.9, 0.999): 5, (0.5, 0.9): 5, (0.9, 0.6): len(grads)}[betas]
+
+
+def test_radam_first_steps_ignore_the_gradient_scale():
+    """The un-adapted steps scale with the gradient (Adam's would not); the adapted do not."""
+    runs = []
+    for scale in (1.0, 1000.0):
+        w = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+        opt = nopt.RAdam([w], lr=1e-3)
+        moves = []
+        for t in range(8):
+            before = w.detach().clone()
+            w.grad = scale * torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) * (t % 3 + 1)
+            opt.step()
+            moves.append(w.detach() - before)
+        runs.append(torch.stack(moves))
+    torch.testing.assert_close(runs[1][:5], 1000 * runs[0][:5], rtol=1e-12, atol=0)
+    torch.testing.assert_close(runs[1][5:], runs[0][5:], rtol=1e-6, atol=0)
+
+
+# --- Adadelta: the unit-correct step, learning rate 1 -----------------------------------------
+
+
+def test_adadelta_default_lr_is_one_and_its_step_ignores_the_gradient_scale():
+    """Zeiler's Adadelta has no learning rate (torch's default lr=1.0): the step is
+    sqrt(u + eps) / sqrt(v + eps) * g, the same (up to eps) when the loss is scaled by 1000."""
+    assert inspect.signature(nopt.Adadelta).parameters["lr"].default == 1.0
+    runs = []
+    for scale in (1.0, 1000.0):
+        w = nn.Parameter(torch.tensor([1.0, -3.0, 100.0], dtype=torch.float64))
+        opt = nopt.Adadelta([w])
+        assert opt.param_groups[0]["lr"] == 1.0
+        for _ in range(20):
+            opt.zero_grad()
+            (scale * (w**2).sum()).backward()
+            opt.step()
+        runs.append(w.detach().clone())
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-3, atol=0)
+    assert (runs[0] - torch.tensor([1.0, -3.0, 100.0], dtype=torch.float64)).abs().min() > 0.01
+
+
+def test_adadelta_first_step_is_about_sqrt_eps():
+    """u_0 = 0: the first step is sqrt(eps) / sqrt((1 - rho) g^2 + eps) * g ~ sqrt(eps/(1-rho))
+    per coordinate, whatever g; checked against the formula and torch."""
+    for cls in twin("Adadelta"):
+        w = nn.Parameter(torch.tensor([1.0, 100.0], dtype=torch.float64))
+        opt = cls([w], rho=0.9, eps=1e-6)
+        w.grad = 2 * w.detach()
+        opt.step()
+        g = torch.tensor([2.0, 200.0], dtype=torch.float64)
+        step = (1e-6) ** 0.5 / (0.1 * g**2 + 1e-6) ** 0.5 * g
+        torch.testing.assert_close(w.detach(), torch.tensor([1.0, 100.0]).double() - step)
+        # the large gradient: (1 - rho) g^2 >> eps, a step of sqrt(eps / (1 - rho))
+        assert abs(100.0 - w[1].item() - (1e-6 / 0.1) ** 0.5) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["Adadelta", "RAdam"])
+def test_oldest_checkpoint_loads_and_continues_like_torch(name):
+    """A checkpoint with none of the keys torch's __setstate__ fills in (and number steps):
+    both twins load it alike, fill the same defaults and then step alike."""
+
+    def oldest(checkpoint):
+        for group in checkpoint["param_groups"]:
+            for key in SETSTATE_KEYS[name]:
+                del group[key]
+        for state in checkpoint["state"].values():
+            state["step"] = int(state["step"].item())
+
+    (ours, opt, loaded), (theirs, ref, ref_loaded) = _resume(name, CONFIGS[name][0], oldest)
+    assert_identical(loaded, ref_loaded)
+    for key in SETSTATE_KEYS[name]:
+        assert key in loaded["param_groups"][0]
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert_identical(p.detach(), q.detach())
+    assert_identical(opt.state_dict(), ref.state_dict())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_default_path_with_a_tensor_lr_is_torchs(name, monkeypatch):
+    """On a foreach device (here the CPU, declared one for the test) ``foreach=None`` picks
+    foreach as torch's ``_default_to_fused_or_foreach`` does, which ignores a tensor ``lr``;
+    only Adam and AdamW then turn foreach off (torch's adam.py), as their foreach path
+    refuses a tensor lr without ``capturable``."""
+    monkeypatch.setattr(nopt, "_FOREACH_DEVICES", nopt._FOREACH_DEVICES | {"cpu"})
+    cls = getattr(nopt, name)
+    paths = []
+    monkeypatch.setattr(cls, "_update", lambda self, *a: paths.append("for-loop"))
+    monkeypatch.setattr(cls, "_foreach_update", lambda self, *a: paths.append("foreach"))
+    w = nn.Parameter(torch.ones(3))
+    w.grad = torch.ones(3)
+    for lr in (0.01, torch.tensor(0.01)):
+        cls([w], lr=lr).step()
+    expected = ["foreach", "for-loop"] if name in ("Adam", "AdamW") else ["foreach", "foreach"]
+    assert paths == expected
