@@ -92,6 +92,7 @@ __all__ = [
     "AdamW",
     "RAdam",
     "Muon",
+    "newton_schulz",
     "clip_grad_norm_",
     "clip_grad_value_",
     "get_total_norm",
@@ -1230,4 +1231,4 @@ class RAdam(_Optimizer):
 # Muon and gradient clipping live in their own modules (one concept each) and are part of
 # normtut.optim's public API, as torch.optim.Muon and torch.nn.utils.clip_grad_* are torch's.
 from normtut._clip import clip_grad_norm_, clip_grad_value_, get_total_norm  # noqa: E402
-from normtut._muon import Muon  # noqa: E402
+from normtut._muon import Muon, newton_schulz  # noqa: E402
