@@ -14,7 +14,7 @@ MATHJAX_VERSION  ?= 3.2.2
 MATHJAX_DIR      := book/_static/mathjax
 STAMP            := $(VENV)/.installed
 TORCH_STAMP      := $(VENV)/.torch-spec
-# `make lower-bounds`: the oldest numpy/matplotlib/tqdm that normtut allows, with this torch
+# `make lower-bounds`: the oldest numpy/matplotlib/tqdm/cloudpickle that normtut allows, with this torch
 LOWER_VENV       ?= .venv-lower
 LOWER_TORCH_SPEC ?= torch==2.13.0
 # `make d2l-check`: d2l 1.0.3 needs torchvision, whose wheels on this disk need torch 2.14.1
@@ -87,7 +87,7 @@ browser: $(STAMP)
 	$(PY) -m pytest -q -m browser tests/test_book_browser.py tests/test_pages.py $(PYTEST_ARGS)
 
 # --- dependency checks ----------------------------------------------------------------------
-# The unit tests (not the notebooks) on the lower bounds of numpy, matplotlib and tqdm
+# The unit tests (not the notebooks) on the lower bounds of numpy, matplotlib, tqdm, cloudpickle
 # (.ci/lower-bounds.txt, equal to pyproject.toml's bounds), in a venv of their own. The tests of
 # the repository itself (test_repo: lint, notebooks), of the assignments (otter-grader) and of
 # the browser need tools the package does not, and are left to `make test`.
