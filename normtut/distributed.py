@@ -42,7 +42,14 @@ from torch.optim import Optimizer
 
 from normtut.normalization import _BatchNorm
 
-__all__ = ["run", "default_backend", "rank_device", "SyncBatchNorm", "ZeroRedundancyOptimizer"]
+__all__ = [
+    "run",
+    "default_backend",
+    "rank_device",
+    "synchronize",
+    "SyncBatchNorm",
+    "ZeroRedundancyOptimizer",
+]
 
 #: Environment variable that overrides the start method of :func:`run` (``fork`` or ``spawn``),
 #: e.g. ``NORMTUT_DIST_START_METHOD=spawn`` to run a notebook's rank functions the way they run
@@ -73,6 +80,15 @@ def rank_device(rank: int | None = None) -> torch.device:
 
         return try_gpu(dist.get_rank() if rank is None else rank)
     return torch.device("cpu")
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait until ``device`` has finished the work queued on it: a GPU runs its kernels (and
+    NCCL its collectives) asynchronously, so a timer must wait for it; on the CPU there is
+    nothing to wait for."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _identity(value: Any) -> Any:

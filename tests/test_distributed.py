@@ -466,3 +466,13 @@ def _zero_not_consolidated(rank, world_size):
 def test_zero_state_dict_needs_consolidation_first():
     with pytest.raises(RuntimeError, match="has not been consolidated"):
         ndist.run(_zero_not_consolidated, 2, timeout=60)
+
+
+def test_synchronize_waits_only_for_a_gpu(monkeypatch):
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    ndist.synchronize("cpu")
+    ndist.synchronize(torch.device("cpu"))
+    assert waited == []
+    ndist.synchronize("cuda:1")
+    assert waited == [torch.device("cuda:1")]
