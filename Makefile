@@ -27,7 +27,7 @@ PYTEST_ARGS      ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: all install test unit notebooks book browser assignments lint strip clean distclean \
-	lower-bounds d2l-check d2l-clean FORCE
+	lower-bounds d2l-check d2l-clean spawn-check FORCE
 
 all: test book
 
@@ -66,7 +66,12 @@ $(MATHJAX_DIR)/tex-chtml.js:
 test: unit notebooks
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -m "not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not browser and not spawn" $(PYTEST_ARGS)
+
+# Part IV's chapters with every rank spawned and its function sent by cloudpickle, as on GPUs
+# (NCCL), here on gloo (NORMTUT_DIST_START_METHOD=spawn): slow, each rank imports torch afresh.
+spawn-check: $(STAMP)
+	$(PY) -m pytest -q -m spawn tests/test_spawn_chapters.py $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	NORMTUT_QUICK=1 MPLBACKEND=Agg $(PY) -m pytest -q --nbmake --nbmake-timeout=300 chapters $(PYTEST_ARGS)
@@ -98,7 +103,7 @@ lower-bounds:
 	$(LOWER_VENV)/bin/python -m pip install --quiet -c .ci/lower-bounds.txt -e . \
 		pytest hypothesis nbclient nbformat ipykernel
 	$(LOWER_VENV)/bin/python .ci/check_pins.py .ci/lower-bounds.txt
-	MPLBACKEND=Agg $(LOWER_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not browser" \
+	MPLBACKEND=Agg $(LOWER_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not browser and not spawn" \
 		--ignore=tests/test_repo.py --ignore=tests/test_assignments.py \
 		--ignore=tests/test_book_browser.py tests $(PYTEST_ARGS)
 
