@@ -496,9 +496,9 @@ class ZeroRedundancyOptimizer(Optimizer):
     the state (Adam's two moments). :meth:`step`: each rank steps its shard (the gradients must
     already be all-reduced, as DDP leaves them), then every parameter is broadcast from the rank
     that owns it. The parameters after each step equal the unsharded optimizer's bitwise.
-    :meth:`consolidate_state_dict` gathers the shards on one rank; :meth:`state_dict` there is
-    then the unsharded optimizer's ``state_dict``. Implemented: ``parameters_as_bucket_view=False``
-    and ``overlap_with_ddp=False`` (torch's defaults).
+    :meth:`consolidate_state_dict` gathers the shards on one rank, on the CPU (as torch's does);
+    :meth:`state_dict` there is then the unsharded optimizer's ``state_dict``. Implemented:
+    ``parameters_as_bucket_view=False`` and ``overlap_with_ddp=False`` (torch's defaults).
     """
 
     def __init__(
@@ -567,7 +567,11 @@ class ZeroRedundancyOptimizer(Optimizer):
         """Gather every rank's shard of the state on rank ``to`` (a collective: call it on every
         rank)."""
         index = self._global_index()
-        local_state = {index[p]: s for p, s in self.optim.state.items()}
+        # on the CPU, as torch's: pickled GPU tensors would be rebuilt on the sender's GPU
+        local_state = {
+            index[p]: {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in s.items()}
+            for p, s in self.optim.state.items()
+        }
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, local_state, group=self.process_group)
         if self.rank == to:
