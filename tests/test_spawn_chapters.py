@@ -56,8 +56,9 @@ _normtut_before = _normtut_children()
 CHECK_CELL = "assert _normtut_children() == _normtut_before, _normtut_children()"
 
 
-def _code(source: str) -> dict:
+def _code(source: str, index: int = 0) -> dict:
     return {
+        "id": f"normtut-spawn-check-{index}",
         "cell_type": "code",
         "metadata": {},
         "source": source,
@@ -81,10 +82,10 @@ def test_chapter_runs_with_spawned_ranks(name, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     original = json.loads((ROOT / "chapters" / name).read_text())
     cells = [_code(CHECK_SETUP)]
-    for cell in original["cells"]:
+    for index, cell in enumerate(original["cells"], start=1):
         cells.append(cell)
         if cell["cell_type"] == "code":
-            cells.append(_code(CHECK_CELL))
+            cells.append(_code(CHECK_CELL, index))
     nb = nbformat.reads(json.dumps({**original, "cells": cells}), as_version=4)
     client = nbclient.NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
