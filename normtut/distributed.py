@@ -126,7 +126,7 @@ def _worker(
     so that a failure to unpickle is reported like any other."""
     torch.set_num_threads(threads)
     out = io.StringIO()
-    status, value = "ok", None
+    status, value, failed_at = "ok", None, 0.0
     # everything this rank writes goes back to the parent: a forked child must not write to
     # the notebook kernel's output streams
     with redirect_stdout(out), redirect_stderr(out):
@@ -151,20 +151,24 @@ def _worker(
             )
             try:
                 value = fn(rank, world_size, *args)
+            except BaseException:
+                failed_at = time.time()  # before leaving the group makes the others fail
+                raise
             finally:
                 dist.destroy_process_group()
         except BaseException:  # noqa: BLE001 - every failure goes back to the parent
             status, value = "error", traceback.format_exc()
+            failed_at = failed_at or time.time()
     # plain pickle, by value: torch's shared-memory reductions would need this process alive
     # until the parent has read the tensors
     try:
-        payload = _dumps((status, value, out.getvalue()))
+        payload = _dumps((status, value, out.getvalue(), failed_at))
     except Exception:  # noqa: BLE001 - an unpicklable result: say so instead
         message = (
             f"rank {rank}: its result cannot be pickled (return plain values and detached "
             f"tensors):\n{traceback.format_exc()}"
         )
-        payload = pickle.dumps(("error", message, out.getvalue()))
+        payload = pickle.dumps(("error", message, out.getvalue(), time.time()))
     try:
         conn.send_bytes(payload)
     finally:
@@ -234,7 +238,7 @@ def run(
     own_tracker = method != "fork" and getattr(tracker, "_fd", 0) is None
     pipes, procs = [], []
     store = None
-    results: dict[int, tuple[str, Any, str]] = {}
+    results: dict[int, tuple[str, Any, str, float]] = {}  # status, value, output, failed at
     give_up_at = time.monotonic() + timeout
     try:
         for rank in range(world_size):
@@ -277,7 +281,8 @@ def run(
                     results[rank] = pickle.loads(conn.recv_bytes())
                 except EOFError:
                     code = procs[rank].exitcode
-                    results[rank] = ("error", f"rank {rank} died (exit code {code})", "")
+                    died = f"rank {rank} died (exit code {code})"
+                    results[rank] = ("error", died, "", time.time())
                 if results[rank][0] == "error" and failed is None:
                     failed = rank
             for rank, proc in enumerate(procs):
@@ -286,6 +291,7 @@ def run(
                         "error",
                         f"rank {rank} exited with code {proc.exitcode} without a result",
                         "",
+                        time.time(),
                     )
                     failed = rank if failed is None else failed
         if show_output:
@@ -293,6 +299,10 @@ def run(
                 for line in results[rank][2].splitlines():
                     print(f"[rank {rank}] {line}")
         if failed is not None:
+            # the rank that failed first is the cause; the others mostly lost their peer
+            failed = min(
+                (r for r in results if results[r][0] == "error"), key=lambda r: results[r][3]
+            )
             others = [
                 f"rank {r} also failed:\n{results[r][1]}"
                 for r in sorted(results)

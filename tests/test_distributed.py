@@ -76,6 +76,26 @@ def test_a_failing_rank_is_reported_and_the_others_are_killed():
     assert ndist.run(_hello, 2, args=(0,), timeout=60)[0] == (0, 2, 1.0), "runs again after"
 
 
+class _SlowToDescribe(Exception):
+    def __str__(self):
+        time.sleep(0.5)  # its report reaches the parent after the other rank's
+        return "the first failure"
+
+
+def _fails_first_reports_last(rank, world_size):
+    if rank == 0:
+        raise _SlowToDescribe()
+    dist.barrier()  # fails once rank 0 has left the group
+
+
+def test_the_rank_that_failed_first_is_reported_even_when_its_report_comes_last():
+    with pytest.raises(RuntimeError, match="rank 0 of 2 failed") as info:
+        ndist.run(_fails_first_reports_last, 2, timeout=60)
+    message = str(info.value)
+    assert message.index("the first failure") < message.index("rank 1 also failed")
+    _no_children_left()
+
+
 def _hangs(rank, world_size):
     if rank == 0:
         time.sleep(600)
