@@ -14,7 +14,7 @@ MATHJAX_VERSION  ?= 3.2.2
 MATHJAX_DIR      := book/_static/mathjax
 STAMP            := $(VENV)/.installed
 TORCH_STAMP      := $(VENV)/.torch-spec
-# `make lower-bounds`: the oldest numpy/matplotlib/tqdm that normtut allows, with this torch
+# `make lower-bounds`: the oldest numpy/matplotlib/tqdm/cloudpickle that normtut allows, with this torch
 LOWER_VENV       ?= .venv-lower
 LOWER_TORCH_SPEC ?= torch==2.13.0
 # `make d2l-check`: d2l 1.0.3 needs torchvision, whose wheels on this disk need torch 2.14.1
@@ -27,7 +27,7 @@ PYTEST_ARGS      ?=
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: all install test unit notebooks book browser assignments lint strip clean distclean \
-	lower-bounds d2l-check d2l-clean FORCE
+	lower-bounds d2l-check d2l-clean spawn-check FORCE
 
 all: test book
 
@@ -66,7 +66,12 @@ $(MATHJAX_DIR)/tex-chtml.js:
 test: unit notebooks
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -m "not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not browser and not spawn" $(PYTEST_ARGS)
+
+# Part IV's chapters with every rank spawned and its function sent by cloudpickle, as on GPUs
+# (NCCL), here on gloo (NORMTUT_DIST_START_METHOD=spawn): slow, each rank imports torch afresh.
+spawn-check: $(STAMP)
+	$(PY) -m pytest -q -m spawn tests/test_spawn_chapters.py $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
 	NORMTUT_QUICK=1 MPLBACKEND=Agg $(PY) -m pytest -q --nbmake --nbmake-timeout=300 chapters $(PYTEST_ARGS)
@@ -87,7 +92,7 @@ browser: $(STAMP)
 	$(PY) -m pytest -q -m browser tests/test_book_browser.py tests/test_pages.py $(PYTEST_ARGS)
 
 # --- dependency checks ----------------------------------------------------------------------
-# The unit tests (not the notebooks) on the lower bounds of numpy, matplotlib and tqdm
+# The unit tests (not the notebooks) on the lower bounds of numpy, matplotlib, tqdm, cloudpickle
 # (.ci/lower-bounds.txt, equal to pyproject.toml's bounds), in a venv of their own. The tests of
 # the repository itself (test_repo: lint, notebooks), of the assignments (otter-grader) and of
 # the browser need tools the package does not, and are left to `make test`.
@@ -98,7 +103,7 @@ lower-bounds:
 	$(LOWER_VENV)/bin/python -m pip install --quiet -c .ci/lower-bounds.txt -e . \
 		pytest hypothesis nbclient nbformat ipykernel
 	$(LOWER_VENV)/bin/python .ci/check_pins.py .ci/lower-bounds.txt
-	MPLBACKEND=Agg $(LOWER_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not browser" \
+	MPLBACKEND=Agg $(LOWER_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not browser and not spawn" \
 		--ignore=tests/test_repo.py --ignore=tests/test_assignments.py \
 		--ignore=tests/test_book_browser.py tests $(PYTEST_ARGS)
 

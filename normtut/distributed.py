@@ -3,10 +3,11 @@ batch norm over a process group, and a sharded optimizer (ZeRO stage 1).
 
 * :func:`run` starts ``world_size`` processes on this machine (gloo on the CPU, NCCL when there
   is a GPU per process), joins them into one process group over 127.0.0.1, runs
-  ``fn(rank, world_size, *args)`` in each and returns their results in rank order. What the
-  ranks print comes back prefixed with the rank; an exception in any rank is raised here with
-  that rank's traceback; a rank that hangs is killed after ``timeout`` seconds. No process
-  outlives the call.
+  ``fn(rank, world_size, *args)`` in each and returns their results in rank order;
+  :func:`rank_device` is the device a rank computes on (its own GPU under NCCL, else the
+  CPU). What the ranks print comes back prefixed with the rank; an exception in any rank is
+  raised here with that rank's traceback; a rank that hangs is killed after ``timeout``
+  seconds. No process outlives the call.
 * :class:`SyncBatchNorm` normalizes with the statistics of the *global* batch: the sums and
   counts of every rank are all-reduced (a two-pass mean and variance), and so are the two sums
   that the hand-derived backward needs (Ioffe & Szegedy, 2015, for the batch norm; the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing as mp
+import os
 import pickle
 import sys
 import time
@@ -29,8 +31,10 @@ import traceback
 from collections.abc import Callable, Iterable
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import timedelta
+from multiprocessing import resource_tracker
 from typing import Any
 
+import cloudpickle
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -38,38 +42,96 @@ from torch.optim import Optimizer
 
 from normtut.normalization import _BatchNorm
 
-__all__ = ["run", "default_backend", "SyncBatchNorm", "ZeroRedundancyOptimizer"]
+__all__ = [
+    "run",
+    "default_backend",
+    "rank_device",
+    "synchronize",
+    "SyncBatchNorm",
+    "ZeroRedundancyOptimizer",
+]
+
+#: Environment variable that overrides the start method of :func:`run` (``fork`` or ``spawn``),
+#: e.g. ``NORMTUT_DIST_START_METHOD=spawn`` to run a notebook's rank functions the way they run
+#: on GPUs, through cloudpickle, on the CPU.
+START_METHOD_ENV = "NORMTUT_DIST_START_METHOD"
 
 # --- the launcher ------------------------------------------------------------
 
 
 def default_backend(world_size: int) -> str:
-    """NCCL when every rank can have its own GPU, gloo otherwise (the CPU)."""
+    """``"nccl"`` when every rank can have a GPU of its own (NCCL is built and CUDA sees at least
+    ``world_size`` devices), ``"gloo"`` otherwise, on CPU tensors: with one GPU and
+    ``world_size=2`` the ranks run on the CPU (NCCL cannot run two ranks on one GPU)."""
     if dist.is_nccl_available() and torch.cuda.is_available():
         if torch.cuda.device_count() >= world_size:
             return "nccl"
     return "gloo"
 
 
+def rank_device(rank: int | None = None) -> torch.device:
+    """The device rank ``rank`` (default: this process's rank) computes on inside :func:`run`:
+    ``cuda:rank`` under NCCL (as ``normtut.train.try_gpu(rank)``; :func:`run` has already made it
+    the current device with ``torch.cuda.set_device``), the CPU under gloo or outside a process
+    group. Put the model and the tensors of a rank function there, and move what it returns
+    to the CPU."""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        from normtut.train import try_gpu
+
+        return try_gpu(dist.get_rank() if rank is None else rank)
+    return torch.device("cpu")
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait until ``device`` has finished the work queued on it: a GPU runs its kernels (and
+    NCCL its collectives) asynchronously, so a timer must wait for it; on the CPU there is
+    nothing to wait for."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class _CPUPickler(pickle.Pickler):
+    """Plain pickle, with tensors on a GPU sent as detached CPU copies, so the parent never
+    touches CUDA (a parent that initializes CUDA could no longer fork)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, Tensor) and obj.device.type not in ("cpu", "meta"):
+            return _identity, (obj.detach().cpu(),)
+        return NotImplemented
+
+
+def _dumps(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    _CPUPickler(buffer).dump(value)
+    return buffer.getvalue()
+
+
 def _worker(
     rank: int,
     world_size: int,
     backend: str,
-    fn: Callable[..., Any],
-    args: tuple,
+    job: tuple[Callable[..., Any], tuple] | bytes,
     conn: Any,
     timeout: float,
     threads: int,
 ) -> None:
     """One rank: join the group through the parent's store, run ``fn``, send back the result,
-    what it printed and any traceback."""
+    what it printed and any traceback. ``job`` is ``(fn, args)``; under spawn it arrives as
+    cloudpickle's bytes (a function defined in a notebook cell travels by value), unpickled here
+    so that a failure to unpickle is reported like any other."""
     torch.set_num_threads(threads)
     out = io.StringIO()
-    status, value = "ok", None
+    status, value, failed_at = "ok", None, 0.0
     # everything this rank writes goes back to the parent: a forked child must not write to
     # the notebook kernel's output streams
     with redirect_stdout(out), redirect_stderr(out):
         try:
+            fn, args = pickle.loads(job) if isinstance(job, bytes) else job
             port = conn.recv()
             store = dist.TCPStore(
                 "127.0.0.1",
@@ -89,20 +151,24 @@ def _worker(
             )
             try:
                 value = fn(rank, world_size, *args)
+            except BaseException:
+                failed_at = time.time()  # before leaving the group makes the others fail
+                raise
             finally:
                 dist.destroy_process_group()
         except BaseException:  # noqa: BLE001 - every failure goes back to the parent
             status, value = "error", traceback.format_exc()
+            failed_at = failed_at or time.time()
     # plain pickle, by value: torch's shared-memory reductions would need this process alive
     # until the parent has read the tensors
     try:
-        payload = pickle.dumps((status, value, out.getvalue()))
+        payload = _dumps((status, value, out.getvalue(), failed_at))
     except Exception:  # noqa: BLE001 - an unpicklable result: say so instead
         message = (
             f"rank {rank}: its result cannot be pickled (return plain values and detached "
             f"tensors):\n{traceback.format_exc()}"
         )
-        payload = pickle.dumps(("error", message, out.getvalue()))
+        payload = pickle.dumps(("error", message, out.getvalue(), time.time()))
     try:
         conn.send_bytes(payload)
     finally:
@@ -110,7 +176,13 @@ def _worker(
 
 
 def _start_method(backend: str) -> str:
-    # fork lets a notebook pass functions defined in its cells; CUDA needs spawn
+    # fork is fast and keeps everything the notebook defined; CUDA cannot run in a child forked
+    # after the parent initialized it, and NCCL needs CUDA: spawn for NCCL
+    chosen = os.environ.get(START_METHOD_ENV, "").strip()
+    if chosen:
+        if chosen not in ("fork", "spawn"):
+            raise ValueError(f"{START_METHOD_ENV} must be 'fork' or 'spawn', got {chosen!r}")
+        return chosen
     if backend == "gloo" and sys.platform.startswith("linux") and not torch.cuda.is_initialized():
         return "fork"
     return "spawn"
@@ -130,8 +202,23 @@ def run(
     """Run ``fn(rank, world_size, *args)`` in ``world_size`` processes of one process group.
 
     Returns the ranks' return values in rank order. ``backend``: ``"gloo"`` or ``"nccl"``
-    (default: :func:`default_backend`). With gloo on Linux the ranks are forked, so ``fn`` may
-    be defined in a notebook cell; with NCCL (or ``start_method="spawn"``) it must be importable.
+    (default: :func:`default_backend`: NCCL with one GPU per rank, else gloo on the CPU). Inside
+    ``fn``, :func:`rank_device` is the rank's device; tensors that ``fn`` returns on a GPU come
+    back detached, on the CPU.
+
+    How the ranks start (``start_method``, else the environment variable
+    ``NORMTUT_DIST_START_METHOD``, else the default): with gloo on Linux they are *forked*
+    (fast: the children inherit everything the notebook defined). Under NCCL they are
+    *spawned*: CUDA cannot be used in a child forked from a parent that had initialized it
+    (torch raises "Cannot re-initialize CUDA in forked subprocess"), and
+    ``torch.cuda.is_available()`` itself initializes the CUDA driver (``cudaGetDeviceCount``)
+    unless ``PYTORCH_NVML_BASED_CUDA_CHECK=1``. Spawned ranks are fresh interpreters, so ``fn``
+    and ``args`` are sent with cloudpickle, which pickles functions and classes defined in
+    ``__main__`` (a notebook cell, a script), lambdas and closures by value, with the globals
+    they use; functions of importable modules travel by reference. Spawning costs each rank a
+    fresh ``import torch``. ``fn`` should build its own model and data on
+    :func:`rank_device`.
+
     ``timeout`` bounds the whole call: ranks still running then are killed and
     :class:`TimeoutError` is raised. If a rank raises, the others are killed and
     :class:`RuntimeError` carries that rank's traceback. What the ranks print is shown after
@@ -140,17 +227,25 @@ def run(
     if world_size < 1:
         raise ValueError(f"world_size must be at least 1, got {world_size}")
     backend = backend or default_backend(world_size)
-    ctx = mp.get_context(start_method or _start_method(backend))
+    method = start_method or _start_method(backend)
+    ctx = mp.get_context(method)
+    job: tuple | bytes = (fn, args)
+    if method != "fork":  # a fresh interpreter: send the function and its arguments by value
+        job = cloudpickle.dumps((fn, args))
+    # spawn starts multiprocessing's resource tracker, a helper process that would outlive
+    # the call: stop it afterwards if this call started it
+    tracker = resource_tracker._resource_tracker
+    own_tracker = method != "fork" and getattr(tracker, "_fd", 0) is None
     pipes, procs = [], []
     store = None
-    results: dict[int, tuple[str, Any, str]] = {}
+    results: dict[int, tuple[str, Any, str, float]] = {}  # status, value, output, failed at
     give_up_at = time.monotonic() + timeout
     try:
         for rank in range(world_size):
             parent_end, child_end = ctx.Pipe()
             proc = ctx.Process(
                 target=_worker,
-                args=(rank, world_size, backend, fn, args, child_end, timeout, threads_per_rank),
+                args=(rank, world_size, backend, job, child_end, timeout, threads_per_rank),
                 daemon=True,
             )
             proc.start()
@@ -186,7 +281,8 @@ def run(
                     results[rank] = pickle.loads(conn.recv_bytes())
                 except EOFError:
                     code = procs[rank].exitcode
-                    results[rank] = ("error", f"rank {rank} died (exit code {code})", "")
+                    died = f"rank {rank} died (exit code {code})"
+                    results[rank] = ("error", died, "", time.time())
                 if results[rank][0] == "error" and failed is None:
                     failed = rank
             for rank, proc in enumerate(procs):
@@ -195,6 +291,7 @@ def run(
                         "error",
                         f"rank {rank} exited with code {proc.exitcode} without a result",
                         "",
+                        time.time(),
                     )
                     failed = rank if failed is None else failed
         if show_output:
@@ -202,6 +299,10 @@ def run(
                 for line in results[rank][2].splitlines():
                     print(f"[rank {rank}] {line}")
         if failed is not None:
+            # the rank that failed first is the cause; the others mostly lost their peer
+            failed = min(
+                (r for r in results if results[r][0] == "error"), key=lambda r: results[r][3]
+            )
             others = [
                 f"rank {r} also failed:\n{results[r][1]}"
                 for r in sorted(results)
@@ -219,6 +320,8 @@ def run(
         for conn in pipes:
             conn.close()
         del store  # closes the listening socket: the port is free again
+        if own_tracker and getattr(tracker, "_fd", None) is not None and hasattr(tracker, "_stop"):
+            tracker._stop()
 
 
 # --- batch norm over a process group --------------------------------------------------
@@ -403,9 +506,9 @@ class ZeroRedundancyOptimizer(Optimizer):
     the state (Adam's two moments). :meth:`step`: each rank steps its shard (the gradients must
     already be all-reduced, as DDP leaves them), then every parameter is broadcast from the rank
     that owns it. The parameters after each step equal the unsharded optimizer's bitwise.
-    :meth:`consolidate_state_dict` gathers the shards on one rank; :meth:`state_dict` there is
-    then the unsharded optimizer's ``state_dict``. Implemented: ``parameters_as_bucket_view=False``
-    and ``overlap_with_ddp=False`` (torch's defaults).
+    :meth:`consolidate_state_dict` gathers the shards on one rank, on the CPU (as torch's does);
+    :meth:`state_dict` there is then the unsharded optimizer's ``state_dict``. Implemented:
+    ``parameters_as_bucket_view=False`` and ``overlap_with_ddp=False`` (torch's defaults).
     """
 
     def __init__(
@@ -474,7 +577,11 @@ class ZeroRedundancyOptimizer(Optimizer):
         """Gather every rank's shard of the state on rank ``to`` (a collective: call it on every
         rank)."""
         index = self._global_index()
-        local_state = {index[p]: s for p, s in self.optim.state.items()}
+        # on the CPU, as torch's: pickled GPU tensors would be rebuilt on the sender's GPU
+        local_state = {
+            index[p]: {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in s.items()}
+            for p, s in self.optim.state.items()
+        }
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, local_state, group=self.process_group)
         if self.rank == to:

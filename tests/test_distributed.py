@@ -4,7 +4,11 @@ against one batch norm on the global batch, DDP, and ZeRO-1 against the unsharde
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +21,24 @@ from normtut import normalization as nnorm
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing")
 
 
+def _child_pids():
+    """Processes whose parent is this one, from /proc (empty where there is no /proc)."""
+    me, found = str(os.getpid()), []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+        except OSError:  # the process ended meanwhile
+            continue
+        if fields.get("PPid", "").strip() == me:
+            found.append(int(status.parent.name))
+    return found
+
+
 def _no_children_left():
     assert mp.active_children() == [], "a rank outlived run()"
+    assert _child_pids() == [], "a process (rank or helper) outlived run()"
 
 
 # --- the launcher ------------------------------------------------------------
@@ -56,6 +76,26 @@ def test_a_failing_rank_is_reported_and_the_others_are_killed():
     assert ndist.run(_hello, 2, args=(0,), timeout=60)[0] == (0, 2, 1.0), "runs again after"
 
 
+class _SlowToDescribe(Exception):
+    def __str__(self):
+        time.sleep(0.5)  # its report reaches the parent after the other rank's
+        return "the first failure"
+
+
+def _fails_first_reports_last(rank, world_size):
+    if rank == 0:
+        raise _SlowToDescribe()
+    dist.barrier()  # fails once rank 0 has left the group
+
+
+def test_the_rank_that_failed_first_is_reported_even_when_its_report_comes_last():
+    with pytest.raises(RuntimeError, match="rank 0 of 2 failed") as info:
+        ndist.run(_fails_first_reports_last, 2, timeout=60)
+    message = str(info.value)
+    assert message.index("the first failure") < message.index("rank 1 also failed")
+    _no_children_left()
+
+
 def _hangs(rank, world_size):
     if rank == 0:
         time.sleep(600)
@@ -68,6 +108,151 @@ def test_a_hanging_rank_is_killed_after_the_timeout():
         ndist.run(_hangs, 2, timeout=3)
     assert time.monotonic() - start < 20
     _no_children_left()
+
+
+# --- spawn: what runs on GPUs, checked on the CPU --------------------------------------
+
+SPAWN_SCRIPT = """
+import json
+import multiprocessing as mp
+import torch
+import torch.distributed as dist
+from normtut import distributed as ndist
+
+class Scaled:  # a class of __main__, as a notebook cell defines it
+    def __init__(self, k):
+        self.k = k
+
+def notebook_fn(rank, world_size, scaled):
+    t = torch.tensor([float(rank + 1)], device=ndist.rank_device(rank))
+    dist.all_reduce(t)
+    print("spawned", rank)
+    return {"sum": t.item() * scaled.k, "device": str(ndist.rank_device())}
+
+if __name__ == "__main__":
+    results = ndist.run(notebook_fn, 2, args=(Scaled(10),), start_method="spawn", timeout=120)
+    print(json.dumps(results))
+    print("children left:", len(mp.active_children()))
+"""
+
+
+def test_a_function_defined_in_main_runs_under_spawn(tmp_path):
+    script = tmp_path / "notebook_like.py"
+    script.write_text(SPAWN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(ndist.__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=240, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["[rank 0] spawned 0", "[rank 1] spawned 1"]
+    assert lines[2] == '[{"sum": 30.0, "device": "cpu"}, {"sum": 30.0, "device": "cpu"}]'
+    assert lines[3] == "children left: 0"
+
+
+def test_a_closure_over_a_local_tensor_and_a_lambda_run_under_spawn():
+    base = torch.arange(3.0)
+
+    def closure(rank, world_size):
+        t = base + rank
+        dist.all_reduce(t)
+        return t
+
+    sums = ndist.run(closure, 2, start_method="spawn", timeout=120)
+    for t in sums:
+        torch.testing.assert_close(t, 2 * base + 1)
+    assert ndist.run(lambda r, w: (r, w), 2, start_method="spawn", timeout=120) == [(0, 2), (1, 2)]
+    _no_children_left()
+
+
+def test_an_error_in_a_spawned_rank_comes_back_with_its_traceback():
+    def broken(rank, world_size):
+        if rank == 0:
+            raise KeyError("spawned rank zero is broken")
+        dist.barrier()
+
+    with pytest.raises(RuntimeError, match="rank 0 of 2 failed") as info:
+        ndist.run(broken, 2, start_method="spawn", timeout=120)
+    assert "Traceback" in str(info.value) and "in broken" in str(info.value)
+    assert "KeyError: 'spawned rank zero is broken'" in str(info.value)
+    _no_children_left()
+
+
+def test_the_timeout_kills_spawned_ranks():
+    def hangs(rank, world_size):
+        time.sleep(600)
+
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"ranks \[0, 1\] did not finish within 20 s"):
+        ndist.run(hangs, 2, start_method="spawn", timeout=20)
+    assert time.monotonic() - start < 60
+    _no_children_left()
+
+
+def test_the_environment_variable_chooses_the_start_method(monkeypatch):
+    monkeypatch.setenv(ndist.START_METHOD_ENV, "spawn")
+    assert ndist._start_method("gloo") == "spawn"
+    monkeypatch.setenv(ndist.START_METHOD_ENV, "fork")
+    assert ndist._start_method("gloo") == "fork"
+    monkeypatch.setenv(ndist.START_METHOD_ENV, "forkserver")
+    with pytest.raises(ValueError, match="must be 'fork' or 'spawn'"):
+        ndist._start_method("gloo")
+    monkeypatch.delenv(ndist.START_METHOD_ENV)
+    assert ndist._start_method("nccl") == "spawn"
+    if sys.platform.startswith("linux"):
+        assert ndist._start_method("gloo") == "fork"
+
+
+def _devices(rank, world_size):
+    return str(ndist.rank_device()), str(ndist.rank_device(rank))
+
+
+def test_rank_device_is_the_cpu_under_gloo_and_outside_a_group():
+    assert ndist.rank_device() == torch.device("cpu")
+    assert ndist.run(_devices, 2, backend="gloo", timeout=60) == [("cpu", "cpu")] * 2
+
+
+@pytest.mark.parametrize(
+    ("gpus", "world_size", "expected"),
+    [
+        (0, 2, "gloo"),
+        (1, 2, "gloo"),
+        (1, 1, "nccl"),
+        (2, 2, "nccl"),
+        (4, 2, "nccl"),
+        (2, 3, "gloo"),
+    ],
+)
+def test_default_backend_gives_nccl_only_with_a_gpu_per_rank(
+    monkeypatch, gpus, world_size, expected
+):
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    assert ndist.default_backend(world_size) == expected
+    monkeypatch.setattr(dist, "is_nccl_available", lambda: False)
+    assert ndist.default_backend(world_size) == "gloo"
+
+
+def test_tensors_on_a_gpu_come_back_on_the_cpu(monkeypatch):
+    """A rank's result is pickled with GPU tensors replaced by CPU copies: checked with the
+    meta device standing in for a GPU (no GPU here)."""
+    calls = []
+    real_cpu = torch.Tensor.cpu
+
+    class FakeGPU(torch.Tensor):
+        @property
+        def device(self):
+            return torch.device("cuda", 0)
+
+        def cpu(self):
+            calls.append(1)
+            return real_cpu(torch.Tensor._make_subclass(torch.Tensor, self))
+
+    t = torch.Tensor._make_subclass(FakeGPU, torch.arange(3.0))
+    back = __import__("pickle").loads(ndist._dumps({"x": [t]}))["x"][0]
+    assert calls == [1] and type(back) is torch.Tensor and back.device.type == "cpu"
+    torch.testing.assert_close(back, torch.arange(3.0))
 
 
 def test_bad_world_size():
@@ -301,3 +486,13 @@ def _zero_not_consolidated(rank, world_size):
 def test_zero_state_dict_needs_consolidation_first():
     with pytest.raises(RuntimeError, match="has not been consolidated"):
         ndist.run(_zero_not_consolidated, 2, timeout=60)
+
+
+def test_synchronize_waits_only_for_a_gpu(monkeypatch):
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    ndist.synchronize("cpu")
+    ndist.synchronize(torch.device("cpu"))
+    assert waited == []
+    ndist.synchronize("cuda:1")
+    assert waited == [torch.device("cuda:1")]

@@ -24,7 +24,7 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
-RUNTIME_DEPS = {"torch", "numpy", "matplotlib", "tqdm"}
+RUNTIME_DEPS = {"torch", "numpy", "matplotlib", "tqdm", "cloudpickle"}
 
 
 def _name(requirement: str) -> str:
@@ -62,7 +62,7 @@ def test_there_are_chapters():
 # --- dependencies ----------------------------------------------------------------------
 
 
-def test_runtime_dependencies_are_only_the_four():
+def test_runtime_dependencies_are_only_these_five():
     names = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
     assert names == RUNTIME_DEPS
 
@@ -99,7 +99,7 @@ def _lower_bounds() -> dict[str, str]:
 
 
 def test_lower_bounds_job_installs_the_lower_bounds():
-    """.ci/lower-bounds.txt pins exactly the bounds of numpy, matplotlib and tqdm."""
+    """.ci/lower-bounds.txt pins exactly the bounds of numpy, matplotlib, tqdm and cloudpickle."""
     from packaging.version import Version
 
     pins = {}
