@@ -259,9 +259,9 @@ class _Optimizer(Optimizer):
     _IMPLEMENTED: tuple[str, ...] = ()  # options of _NOT_IMPLEMENTED this one implements
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
-        _check_implemented(type(self).__name__, defaults, self._IMPLEMENTED)
-        if defaults.get("fused") and defaults.get("differentiable"):
+        if defaults.get("fused") and defaults.get("differentiable") and self._IMPLEMENTED:
             raise RuntimeError("`fused` does not support `differentiable`")
+        _check_implemented(type(self).__name__, defaults, self._IMPLEMENTED)
         if defaults.get("fused") and defaults.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         super().__init__(params, defaults)

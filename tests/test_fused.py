@@ -5,6 +5,8 @@ recompile when a scheduler changes lr, state_dicts that move between them, torch
 Tiny tensors, shared compiled kernel (normtut._compiled caches it); the differences are
 measured in ulps of the largest |parameter| of each tensor (the kernels round differently)."""
 
+import copy
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -78,9 +80,10 @@ def test_state_matches_torch_and_round_trips():
     # torch fused -> normtut fused mid-training, and back
     moved = [torch.nn.Parameter(q.detach().clone()) for q in theirs]
     ours2 = no.Adam(moved, lr=0.05, fused=True)
-    ours2.load_state_dict(ref.state_dict())
+    ours2.load_state_dict(copy.deepcopy(ref.state_dict()))  # not shared tensors
     back = torch.optim.Adam(ours, lr=0.05, fused=True)
-    back.load_state_dict(opt.state_dict())
+    back.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert back.state_dict()["state"][0]["step"].item() == 5
     g = torch.Generator().manual_seed(1)
     for _ in range(3):
         for p, q in zip(moved, theirs, strict=True):
