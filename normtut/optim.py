@@ -82,6 +82,9 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.optimizer import _device_dtype_check_for_fused
+
+from normtut import _compiled
 
 __all__ = [
     "SGD",
@@ -127,10 +130,11 @@ def _check_nonnegative(nan_ok: bool = False, **values: Any) -> None:
             raise ValueError(f"{_INVALID[name]}: {value}")
 
 
-def _check_implemented(owner: str, options: dict[str, Any]) -> None:
-    """Refuse the torch options that normtut does not implement (set to a non-default)."""
+def _check_implemented(owner: str, options: dict[str, Any], allowed: tuple = ()) -> None:
+    """Refuse the torch options that normtut does not implement (set to a non-default);
+    ``allowed`` names the ones this optimizer does implement (Adam's ``fused``)."""
     for name, default in _NOT_IMPLEMENTED.items():
-        if options.get(name, default):
+        if name not in allowed and options.get(name, default):
             raise NotImplementedError(
                 f"normtut.optim.{owner} does not implement {name}=True; "
                 f"use torch.optim.{owner} for it"
@@ -265,9 +269,12 @@ class _Optimizer(Optimizer):
     # an older or hand-made state_dict lacks them, and whether ``step`` is a tensor state
     _SETSTATE_DEFAULTS: dict[str, Any] = {}
     _TENSOR_STEP = True
+    _IMPLEMENTED: tuple[str, ...] = ()  # options of _NOT_IMPLEMENTED this one implements
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
-        _check_implemented(type(self).__name__, defaults)
+        if defaults.get("fused") and defaults.get("differentiable") and self._IMPLEMENTED:
+            raise RuntimeError("`fused` does not support `differentiable`")
+        _check_implemented(type(self).__name__, defaults, self._IMPLEMENTED)
         if defaults.get("fused") and defaults.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
         super().__init__(params, defaults)
@@ -315,7 +322,7 @@ class _Optimizer(Optimizer):
                 loss = closure()
         owner = type(self).__name__
         for group in self.param_groups:
-            _check_implemented(owner, group)
+            _check_implemented(owner, group, self._IMPLEMENTED)
             params, grads = _params_with_grad(owner, group)
             if not params:
                 continue
@@ -326,7 +333,10 @@ class _Optimizer(Optimizer):
                     if not state:
                         self._init_state(state, p, group)
                     states.append(state)
-            if self._foreach_allowed(group, params):
+            if group.get("fused") and "fused" in self._IMPLEMENTED:
+                for bucket in _by_device_and_dtype(params, grads, states):
+                    _compiled.adam_step(group, *bucket)
+            elif self._foreach_allowed(group, params):
                 for bucket in _by_device_and_dtype(params, grads, states or [{}] * len(params)):
                     self._foreach_update(group, *bucket)
             else:
@@ -915,8 +925,14 @@ class Adam(_Optimizer):
         decoupled_weight_decay=False, fused=None,
     )  # fmt: skip
 
+    _IMPLEMENTED = ("fused",)  # compiled from scratch: normtut._compiled
+
     def _init_state(self, state: dict[str, Any], p: Tensor, group: dict[str, Any]) -> None:
-        state["step"] = _step_counter()
+        if group["fused"]:  # as torch's fused: checked, step float32 on the param's device
+            _device_dtype_check_for_fused(p)
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        else:
+            state["step"] = _step_counter()
         state["exp_avg"] = _zeros_like(p)
         state["exp_avg_sq"] = _zeros_like(p)
         if group["amsgrad"]:

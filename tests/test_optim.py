@@ -705,7 +705,7 @@ def test_nan_learning_rate_passes_sgd_as_in_torch():
         ("RMSprop", "capturable"),
         ("RMSprop", "differentiable"),
         ("Adam", "capturable"),
-        ("Adam", "fused"),
+        ("Adam", "differentiable"),  # Adam fused=True: tests/test_fused.py
         ("AdamW", "differentiable"),
         ("Adadelta", "capturable"),
         ("Adadelta", "differentiable"),
