@@ -222,8 +222,9 @@ def test_signature_and_defaults_match_torch(name):
 
 
 def test_public_names_and_doctests():
-    # the seven optimizers of this file, plus Muon and clipping (tests/test_muon.py, test_clip.py)
-    extra = {"Muon", "clip_grad_norm_", "clip_grad_value_", "get_total_norm"}
+    # the optimizers of this file, plus Muon, its Newton-Schulz iteration and clipping
+    # (tests/test_muon.py, test_clip.py)
+    extra = {"Muon", "newton_schulz", "clip_grad_norm_", "clip_grad_value_", "get_total_norm"}
     assert set(nopt.__all__) == set(NAMES) | extra
     assert all(callable(getattr(nopt, name)) for name in extra)
     for name in NAMES:
