@@ -334,8 +334,10 @@ class _Optimizer(Optimizer):
                         self._init_state(state, p, group)
                     states.append(state)
             if group.get("fused") and "fused" in self._IMPLEMENTED:
+                if not hasattr(self, "_fused_buffers"):  # flat state buffers, by bucket
+                    self._fused_buffers: dict = {}
                 for bucket in _by_device_and_dtype(params, grads, states):
-                    _compiled.adam_step(group, *bucket)
+                    _compiled.adam_step(group, *bucket, self._fused_buffers)
             elif self._foreach_allowed(group, params):
                 for bucket in _by_device_and_dtype(params, grads, states or [{}] * len(params)):
                     self._foreach_update(group, *bucket)
