@@ -45,7 +45,7 @@ def adam_kernel(p, g, m, v, v_max, scalars, beta1, beta2, eps, weight_decay,
     m.lerp_(g, 1 - beta1)  # m_t = beta1 m_{t-1} + (1 - beta1) g_t
     v.mul_(beta2).addcmul_(g, g, value=1 - beta2)  # v_t
     if amsgrad:
-        v = torch.maximum(v_max, v, out=v_max)
+        v = v_max.copy_(torch.maximum(v_max, v))  # (dynamo refuses a strided out=)
     p.sub_(scalars[0] * m / (v.sqrt() / scalars[1] + eps))
 
 
@@ -156,7 +156,8 @@ def adam_step(group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
                 s["step"].add_(1)
                 tensors = [params[i], grads[i], s["exp_avg"], s["exp_avg_sq"],
                            s["max_exp_avg_sq"] if amsgrad else s["exp_avg_sq"]]  # fmt: skip
-                tensors = [t.view(-1) if t.is_contiguous() else t for t in tensors]
+                if all(t.is_contiguous() for t in tensors):  # else as they are
+                    tensors = [t.view(-1) for t in tensors]
                 kernel(*tensors, scalars(s["step"].item()), *options)
     except torch._dynamo.exc.BackendCompilerFailed as err:
         raise RuntimeError(

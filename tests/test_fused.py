@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+import normtut._compiled as no_compiled
 import normtut.optim as no
 
 SHAPES = [(3,), (4, 5), (2, 3, 2)]
@@ -111,3 +112,69 @@ def test_errors(cls):
 def test_other_optimizers_still_refuse_fused():
     with pytest.raises(NotImplementedError):
         no.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, fused=True)
+
+
+def _mixed_params(dtype=torch.float32):
+    g = torch.Generator().manual_seed(3)
+    shapes = [(3,), (4, 5), (no_compiled.LARGE,), (2, 3, 2)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=g, dtype=dtype)) for s in shapes]
+    params.append(torch.nn.Parameter(torch.randn(6, 4, generator=g, dtype=dtype).t()))
+    return params, g
+
+
+def _grads(params, g):
+    for p in params:  # with the parameter's strides, as autograd makes them (torch's fused
+        # CPU kernel gives wrong results for a transposed parameter with a contiguous grad)
+        p.grad = torch.empty_like(p).copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_flat_buffers_small_large_and_strided(amsgrad):
+    """Small contiguous tensors share one flat buffer (their state entries are views of it),
+    the large and the transposed one are updated on their own; all match torch's fused."""
+    ours, g = _mixed_params()
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    theirs[-1] = torch.nn.Parameter(ours[-1].detach().t().clone().t())  # same strides
+    opt = no.AdamW(ours, lr=0.05, amsgrad=amsgrad, fused=True)
+    ref = torch.optim.AdamW(theirs, lr=0.05, amsgrad=amsgrad, fused=True)
+    for _ in range(6):
+        _grads(ours, g)
+        for p, q in zip(ours, theirs, strict=True):
+            q.grad = p.grad.clone()
+        opt.step()
+        ref.step()
+    assert _ulps(ours, theirs) <= ULP_BOUND
+    small = [opt.state[ours[i]]["exp_avg"] for i in (0, 1, 3)]
+    storage = {t.untyped_storage().data_ptr() for t in small}
+    assert len(storage) == 1  # views of one buffer
+    alone = [opt.state[ours[i]]["exp_avg"].untyped_storage().data_ptr() for i in (2, 4)]
+    assert storage.isdisjoint(alone)
+    assert all(opt.state[p]["step"].item() == 6 for p in ours)
+    assert opt.state[ours[4]]["exp_avg"].stride() == ours[4].stride()
+
+
+def test_flat_buffers_follow_state_edits_and_loads():
+    """An in-place edit of a state view is seen; a replaced entry (load_state_dict, or by
+    hand) is copied into new buffers; steps that differ fall back to one call per tensor."""
+    ours, g = _mixed_params(torch.float64)
+    twin = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opt = no.Adam(ours, lr=0.05, fused=True)
+    ref = no.Adam(twin, lr=0.05, foreach=False)
+    for step in range(8):
+        _grads(ours, g)
+        for p, q in zip(ours, twin, strict=True):
+            q.grad = p.grad.clone()
+        opt.step()
+        ref.step()
+        if step == 1:  # in place, through the view
+            for o in (opt, ref):
+                o.state[list(o.state)[0]]["exp_avg"].mul_(0.5)
+        if step == 3:  # replaced by hand, with a different step count
+            for o, params in ((opt, ours), (ref, twin)):
+                o.state[params[1]]["exp_avg_sq"] = o.state[params[1]]["exp_avg_sq"].clone()
+                o.state[params[1]]["step"] = torch.tensor(2.0)
+                o.state[params[1]]["step"] = o.state[params[1]]["step"].float()
+        if step == 5:  # a checkpoint round trip
+            opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert _ulps(ours, twin) <= ULP_BOUND
+    assert opt.state[ours[1]]["step"].item() == 6 and opt.state[ours[0]]["step"].item() == 8
