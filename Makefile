@@ -23,8 +23,14 @@ D2L_TORCH_SPEC   ?= torch==2.14.1 torchvision==0.29.1
 D2L_SPEC         ?= d2l==1.0.3
 PYTEST_ARGS      ?=
 # OpenMP threads that spin while waiting make small CPU kernels up to ~100x slower when the
-# cores are shared (measured on BatchNorm1d calls in chapter 04); passive waiting costs nothing.
+# cores are shared (measured on BatchNorm1d calls in chapter 04): the tests, which run
+# processes side by side, wait passively. Passive waiting is not free either: alone on the
+# machine, a BN-LeNet training step of chapter 04 took 1.3-1.9x as long with it. The chapters
+# execute one at a time (nbmake, the book; Part IV's ranks use one thread each), so they run
+# with libgomp's (torch's OpenMP) spin shortened instead: alone as fast as the default spin,
+# shared about half as slow (measured with two BN-LeNet trainings side by side).
 export OMP_WAIT_POLICY ?= PASSIVE
+CHAPTER_OMP      ?= -u OMP_WAIT_POLICY GOMP_SPINCOUNT=10000
 
 .PHONY: all install test unit notebooks book browser assignments lint strip clean distclean \
 	lower-bounds d2l-check d2l-clean spawn-check FORCE
@@ -74,14 +80,14 @@ spawn-check: $(STAMP)
 	$(PY) -m pytest -q -m spawn tests/test_spawn_chapters.py $(PYTEST_ARGS)
 
 notebooks: $(STAMP)
-	NORMTUT_QUICK=1 MPLBACKEND=Agg $(PY) -m pytest -q --nbmake --nbmake-timeout=300 chapters $(PYTEST_ARGS)
+	env $(CHAPTER_OMP) NORMTUT_QUICK=1 MPLBACKEND=Agg $(PY) -m pytest -q --nbmake --nbmake-timeout=300 chapters $(PYTEST_ARGS)
 
 # --- the book ---------------------------------------------------------------------------
 book: $(STAMP) $(MATHJAX_DIR)/tex-chtml.js
 	# MPLBACKEND=Agg in the environment would stop plt.show() from putting figures in the pages
 	# the execution cache keys on the notebooks only: drop it when normtut (or torch) changed
 	$(PY) book/_ext/package_cache.py check
-	env -u MPLBACKEND NORMTUT_QUICK=0 $(VENV)/bin/jupyter-book build -W -n --keep-going .
+	env -u MPLBACKEND $(CHAPTER_OMP) NORMTUT_QUICK=0 $(VENV)/bin/jupyter-book build -W -n --keep-going .
 	@test -f _build/html/index.html
 	$(PY) book/_ext/package_cache.py stamp
 	@echo "The book is in _build/html/index.html"

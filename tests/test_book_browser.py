@@ -149,6 +149,17 @@ def test_page_renders(site, browser, page):
     assert tab.evaluate("document.querySelectorAll('.output.stderr').length") == 0, page
     assert tab.evaluate("document.querySelectorAll('.output.traceback').length") == 0, page
 
+    # Code and printed output fit the text column of a 1280-pixel window: no cell scrolls
+    # sideways (book/_static/normtut.css sizes the code font for 80 columns), hidden
+    # inputs included once opened.
+    tab.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+    wide = tab.evaluate(
+        """() => [...document.querySelectorAll('div.cell pre')]
+        .filter(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1)
+        .map(e => e.innerText.split('\\n').reduce((a, l) => l.length > a.length ? l : a))"""
+    )
+    assert not wide, f"{page}: cells wider than the text column: {wide[:3]}"
+
     assert not outside, f"{page}: requests outside the site: {outside}"
     assert not console_errors, f"{page}: JavaScript errors: {console_errors}"
 
