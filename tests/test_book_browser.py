@@ -149,9 +149,16 @@ def test_page_renders(site, browser, page):
     assert tab.evaluate("document.querySelectorAll('.output.stderr').length") == 0, page
     assert tab.evaluate("document.querySelectorAll('.output.traceback').length") == 0, page
 
+    assert not outside, f"{page}: requests outside the site: {outside}"
+    assert not console_errors, f"{page}: JavaScript errors: {console_errors}"
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SHOTS / page.replace("/", "__").replace(".html", ".png")
+    tab.screenshot(path=str(shot), full_page=True)
     # Code and printed output fit the text column of a 1280-pixel window: no cell scrolls
     # sideways (book/_static/normtut.css sizes the code font for 80 columns), hidden
-    # inputs included once opened.
+    # inputs included once opened (after the screenshot, which shows the page as a reader
+    # first sees it).
     tab.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
     wide = tab.evaluate(
         """() => [...document.querySelectorAll('div.cell pre')]
@@ -159,13 +166,6 @@ def test_page_renders(site, browser, page):
         .map(e => e.innerText.split('\\n').reduce((a, l) => l.length > a.length ? l : a))"""
     )
     assert not wide, f"{page}: cells wider than the text column: {wide[:3]}"
-
-    assert not outside, f"{page}: requests outside the site: {outside}"
-    assert not console_errors, f"{page}: JavaScript errors: {console_errors}"
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    shot = SHOTS / page.replace("/", "__").replace(".html", ".png")
-    tab.screenshot(path=str(shot), full_page=True)
     context.close()
 
 
